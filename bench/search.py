@@ -44,6 +44,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from importlib.metadata import version
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -78,6 +79,7 @@ _SHORT_QUERY = {
 }
 
 Ids = npt.NDArray[np.int64]
+Mode = Literal["bq", "exact", "float-hnsw"]
 
 
 # --------------------------------------------------------------------------- the grid
@@ -93,7 +95,7 @@ class Setting:
 
     name: str
     spec: QuantizationSpec
-    mode: str = "bq"
+    mode: Mode = "bq"
 
     @property
     def build_key(self) -> tuple[object, ...]:
@@ -114,7 +116,9 @@ def build_name(spec: QuantizationSpec) -> str:
     return f"{spec.encoding.value}/{_SHORT_QUERY[spec.query_encoding]}"
 
 
-def _bq(spec: QuantizationSpec, *, rescore: bool, oversampling: float, ef: int = 128) -> Setting:
+def _bq(
+    spec: QuantizationSpec, *, rescore: bool, oversampling: float, ef: int = BASE_SPEC.hnsw_ef
+) -> Setting:
     name = f"{build_name(spec)}/os{oversampling:g}"
     name += "" if rescore else "/norescore"
     name += "" if ef == BASE_SPEC.hnsw_ef else f"/ef{ef}"
@@ -228,13 +232,17 @@ def build_shard(
     """A fresh shard at ``path`` holding ``corpus`` (ids = row numbers), optimised."""
     config = edge_config_for({VECTOR: corpus.shape[1]}, spec, max_search_threads=1)
     shard = qe.EdgeShard.create(str(path), config)
-    started = time.perf_counter()
-    for points in _batches(corpus, UPSERT_BATCH):
-        shard.update(qe.UpdateOperation.upsert_points(points))
-    upserted = time.perf_counter()
-    shard.optimize()
-    optimized = time.perf_counter()
-    info = shard.info()
+    try:
+        started = time.perf_counter()
+        for points in _batches(corpus, UPSERT_BATCH):
+            shard.update(qe.UpdateOperation.upsert_points(points))
+        upserted = time.perf_counter()
+        shard.optimize()
+        optimized = time.perf_counter()
+        info = shard.info()
+    except BaseException:
+        shard.close()
+        raise
     result = BuildResult(
         build_name(spec),
         upserted - started,

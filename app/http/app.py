@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import anyio
 import httpx
 from litestar import Litestar
+from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
@@ -103,5 +104,6 @@ def create_app(
             path="/schema",
         ),
         request_max_body_size=settings.http.max_upload_bytes + _BODY_SLACK,
+        state=State({"max_upload_bytes": settings.http.max_upload_bytes}),
         debug=settings.http.debug,
     )

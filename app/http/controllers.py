@@ -7,8 +7,9 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, Request, get, post
 from litestar.datastructures import State, UploadFile
+from litestar.di import NamedDependency
 from litestar.exceptions import ServiceUnavailableException
-from litestar.params import Parameter
+from litestar.params import JSONBody, PathParameter, QueryParameter
 from litestar.response import File
 
 from app.core.errors import InvalidFieldError, UnsupportedMediaError
@@ -29,11 +30,15 @@ from app.http.schemas import (
 from app.http.service import AssetFile, QueryService
 
 AssetId = Annotated[
-    str, Parameter(pattern=r"^[0-9a-f]{32}$", description="Asset id (32 hex characters).")
+    str, PathParameter(pattern=r"^[0-9a-f]{32}$", description="Asset id (32 hex characters).")
 ]
+CollectionPath = Annotated[str, PathParameter(description="Collection name.")]
 CollectionQuery = Annotated[
-    str | None, Parameter(query="collection", description="Collection (default: the service's).")
+    str | None, QueryParameter(description="Collection (default: the service's).")
 ]
+
+
+Service = NamedDependency[QueryService]
 
 
 def provide_service(state: State) -> QueryService:
@@ -85,9 +90,7 @@ class SearchController(Controller):
     tags = ["retrieval"]  # noqa: RUF012
 
     @post("/search", status_code=200, summary="Search the library (text or image query)")
-    async def search(
-        self, request: Request[Any, Any, Any], service: QueryService
-    ) -> SearchResponse:
+    async def search(self, request: Request[Any, Any, State], service: Service) -> SearchResponse:
         """Send JSON ``{"query": "...", "top_k": 5, "filters": {...}}`` for a text query, or
         ``multipart/form-data`` with an ``image`` file (and optional ``top_k``, ``collection``,
         ``tags``, ``modalities``, ``source_prefix`` fields) to search with an image."""
@@ -116,7 +119,7 @@ class SearchController(Controller):
         raise UnsupportedMediaError(msg)
 
     @post("/ask", status_code=200, summary="Answer a question from the library, with citations")
-    async def ask(self, data: AskRequest, service: QueryService) -> AskResponse:
+    async def ask(self, data: JSONBody[AskRequest], service: Service) -> AskResponse:
         name = service.collection_name(data.collection)
         answer, retrieval = await service.ask(
             data.question, collection=name, top_k=data.top_k, filters=data.filters.to_domain()
@@ -130,7 +133,7 @@ class AssetController(Controller):
 
     @get("/{asset_id:str}", summary="An ingested asset's metadata")
     async def get_asset(
-        self, asset_id: AssetId, service: QueryService, collection: CollectionQuery = None
+        self, asset_id: AssetId, service: Service, collection: CollectionQuery = None
     ) -> AssetOut:
         name = service.collection_name(collection)
         return asset_out(await service.asset(asset_id, collection=name), name)
@@ -141,7 +144,7 @@ class AssetController(Controller):
         media_type="application/octet-stream",
     )
     async def content(
-        self, asset_id: AssetId, service: QueryService, collection: CollectionQuery = None
+        self, asset_id: AssetId, service: Service, collection: CollectionQuery = None
     ) -> File:
         name = service.collection_name(collection)
         return _file(await service.asset_content(asset_id, collection=name))
@@ -150,7 +153,7 @@ class AssetController(Controller):
         "/{asset_id:str}/thumbnail", summary="The asset's thumbnail (JPEG)", media_type="image/jpeg"
     )
     async def thumbnail(
-        self, asset_id: AssetId, service: QueryService, collection: CollectionQuery = None
+        self, asset_id: AssetId, service: Service, collection: CollectionQuery = None
     ) -> File:
         name = service.collection_name(collection)
         return _file(await service.asset_thumbnail(asset_id, collection=name))
@@ -161,7 +164,7 @@ class CollectionController(Controller):
     tags = ["collections"]  # noqa: RUF012
 
     @get("/{name:str}", summary="Counts, models and quantization of a collection")
-    async def get_collection(self, name: str, service: QueryService) -> CollectionOut:
+    async def get_collection(self, name: CollectionPath, service: Service) -> CollectionOut:
         return collection_out(await service.stats(name))
 
 
@@ -171,7 +174,7 @@ def health() -> HealthOut:
 
 
 @get("/ready", tags=["ops"], summary="Readiness: models loaded and store open")
-async def ready(service: QueryService) -> HealthOut:
+async def ready(service: Service) -> HealthOut:
     """503 (from the dependency) until the lifespan has loaded the models and opened the store."""
     del service
     return HealthOut(status="ready")

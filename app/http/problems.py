@@ -94,7 +94,12 @@ def http_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Respo
         extra = {"errors": errors} if errors else None
         status = 422 if errors and any(_is_field_error(x) for x in errors) else 400
     detail = exc.detail if status < 500 else "internal error"
-    return problem(request, status, detail, extra=extra)
+    if status == 413:
+        limit = request.app.state.get("max_upload_bytes")
+        detail = f"request body too large; uploads are limited to {limit} bytes"
+    return problem(
+        request, status, detail, slug="payload-too-large" if status == 413 else None, extra=extra
+    )
 
 
 def _is_field_error(item: Any) -> bool:

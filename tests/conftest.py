@@ -1,0 +1,139 @@
+"""Shared fixtures: the real embedded engine, the real open_clip code, the real MiniLM.
+
+CLIP runs with seeded random weights (no pretrained weights can be downloaded here); the text
+signal is the real all-MiniLM-L6-v2 shipped in a package. Models load once per session.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never wait on a model hub in tests
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.adapters.edge_store import EdgeCollection, EdgeVectorStore
+from app.adapters.openclip import OpenClipEmbedder
+from app.adapters.text_embedder import SentenceTextEmbedder
+from app.demo.library import build_library
+from app.settings import Settings
+from app.wiring import collection_spec
+from ingestion.pipeline import IngestionPipeline, IngestReport, IngestRequest
+from ingestion.readers import ReadOptions
+
+
+@pytest.fixture(scope="session")
+def clip() -> OpenClipEmbedder:
+    return OpenClipEmbedder("ViT-B-32", pretrained="none", device="cpu", batch_size=16)
+
+
+@pytest.fixture(scope="session")
+def text_model() -> SentenceTextEmbedder:
+    return SentenceTextEmbedder(device="cpu")
+
+
+@pytest.fixture(scope="session")
+def sample_library(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("library")
+    build_library(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def clip_checkpoint(clip: OpenClipEmbedder, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's CLIP weights written as a local checkpoint file (~600 MB, written once)."""
+    import torch
+
+    path = tmp_path_factory.mktemp("weights") / "clip-vit-b-32.pt"
+    torch.save(clip.state_dict(), path)
+    return path
+
+
+def make_settings(data_dir: Path, **overrides: Any) -> Settings:
+    """Settings as the edges build them, with the test's data dir and random CLIP weights."""
+    values: dict[str, Any] = {"data_dir": data_dir, "clip": {"pretrained": "none"}}
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path / "data")
+
+
+@pytest.fixture
+def store(settings: Settings) -> Iterator[EdgeVectorStore]:
+    s = EdgeVectorStore(settings.collections_dir)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def open_collection(
+    settings: Settings,
+    store: EdgeVectorStore,
+    clip: OpenClipEmbedder,
+    text_model: SentenceTextEmbedder,
+) -> Callable[[str], EdgeCollection]:
+    def _open(name: str = "default") -> EdgeCollection:
+        return store.open(collection_spec(settings, name, clip, text_model), create=True)
+
+    return _open
+
+
+@pytest.fixture
+def ingest(
+    settings: Settings,
+    open_collection: Callable[[str], EdgeCollection],
+    clip: OpenClipEmbedder,
+    text_model: SentenceTextEmbedder,
+) -> Callable[..., IngestReport]:
+    """Runs the real pipeline into the test's collection."""
+
+    def _ingest(
+        *paths: Path, sync: bool = False, dry_run: bool = False, tags: tuple[str, ...] = ()
+    ) -> IngestReport:
+        collection = open_collection("default")
+        thumbs = settings.data_dir / "thumbnails" / "default"
+        pipeline = IngestionPipeline(
+            collection,
+            clip,
+            text_model,
+            ReadOptions(
+                chunk_size=settings.ingestion.chunk_size,
+                chunk_overlap=settings.ingestion.chunk_overlap,
+                thumbnail_px=settings.ingestion.thumbnail_px,
+                max_file_bytes=settings.ingestion.max_file_bytes,
+                thumbnails_dir=thumbs.resolve(),
+                thumbnails_rel="thumbnails/default",
+                tags=tags,
+            ),
+            write_batch_assets=4,
+        )
+        return pipeline.run(IngestRequest(paths=paths, sync=sync, dry_run=dry_run))
+
+    return _ingest
+
+
+@pytest.fixture
+def small_library(sample_library: Path, tmp_path: Path) -> Path:
+    """A private copy of a few sample files that a test may change or delete."""
+    root = tmp_path / "lib"
+    for rel in (
+        "photos/animals/chelsea.jpg",
+        "photos/animals/chelsea.jpg.txt",
+        "photos/food/coffee.jpg",
+        "photos/space/rocket.jpg",
+        "photos/space/captions.jsonl",
+        "notes/coffee-brewing.md",
+    ):
+        target = root / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(sample_library / rel, target)
+    return root

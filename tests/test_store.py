@@ -1,0 +1,211 @@
+"""EdgeVectorStore on the real embedded engine: binary quantization, filters, spec checks."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from app.adapters.edge_store import EdgeCollection, EdgeVectorStore
+from app.core.errors import CollectionMismatchError, CollectionNotFoundError, StoreLockedError
+from app.core.models import (
+    BinaryEncoding,
+    CollectionSpec,
+    EmbeddingModelInfo,
+    Modality,
+    QuantizationSpec,
+    QueryEncoding,
+    SearchFilters,
+    Signal,
+    VectorQuery,
+)
+from ingestion.pipeline import IngestReport
+
+SPEC = CollectionSpec(
+    name="unit",
+    clip=EmbeddingModelInfo("clip-test", 8, "none", aligned=True),
+    text=EmbeddingModelInfo("text-test", 4, "w", aligned=True),
+    quantization=QuantizationSpec(
+        encoding=BinaryEncoding.ONE_AND_HALF_BITS,
+        query_encoding=QueryEncoding.SCALAR4,
+        rescore=True,
+        oversampling=3.0,
+        always_ram=True,
+        hnsw_m=8,
+        hnsw_ef_construct=32,
+        hnsw_ef=48,
+    ),
+)
+
+
+def test_collection_really_has_binary_quantization(tmp_path: Path) -> None:
+    store = EdgeVectorStore(tmp_path)
+    try:
+        collection = store.open(SPEC, create=True)
+        config = collection.engine_config()
+    finally:
+        store.close()
+    for name, dim in (("clip", 8), ("text", 4)):
+        vector = config["vectors"][name]
+        assert vector["size"] == dim
+        assert vector["distance"] == "Cosine"
+        assert vector["quantization_config"] == {
+            "binary": {
+                "always_ram": True,
+                "encoding": "one_and_half_bits",
+                "query_encoding": "scalar4bits",
+            }
+        }
+    assert config["hnsw_config"]["m"] == 8
+    assert config["hnsw_config"]["ef_construct"] == 32
+    # Small collections must still be indexed, or 1.5/2-bit codes silently act as 1-bit.
+    assert config["optimizers"]["indexing_threshold"] == 1
+
+
+class RecordingShard:
+    """Passes every call to the real shard and keeps the query requests it saw."""
+
+    def __init__(self, shard: Any) -> None:
+        self._shard = shard
+        self.queries: list[Any] = []
+
+    def query(self, request: Any) -> Any:
+        self.queries.append(request)
+        return self._shard.query(request)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._shard, name)
+
+
+def _unit_vectors(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
+    m = rng.normal(size=(n, dim)).astype(np.float32)
+    return m / np.linalg.norm(m, axis=1, keepdims=True)
+
+
+def test_search_requests_carry_rescore_and_oversampling(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from app.core.models import Asset, EmbeddedSegment, Segment, SegmentKind
+
+    store = EdgeVectorStore(tmp_path)
+    try:
+        collection = store.open(SPEC, create=True)
+        rng = np.random.default_rng(7)
+        clips, texts = _unit_vectors(rng, 40, 8), _unit_vectors(rng, 40, 4)
+        items = []
+        for i in range(40):
+            asset = Asset(
+                asset_id=f"{i:032x}",
+                source=f"/x/{i}.jpg",
+                modality=Modality.IMAGE,
+                mime="image/jpeg",
+                size_bytes=1,
+                content_sha256="0",
+                ingested_at=datetime.now(UTC),
+                title=str(i),
+            )
+            seg = Segment(asset=asset, index=0, count=1, kind=SegmentKind.IMAGE, text="t")
+            items.append(EmbeddedSegment(seg, {Signal.CLIP: clips[i], Signal.TEXT: texts[i]}))
+        collection.upsert(items)
+        collection.optimize()
+        spy = RecordingShard(collection._shard)
+        collection._shard = spy  # type: ignore[assignment]
+
+        fused = collection.search(
+            VectorQuery({Signal.CLIP: clips[3], Signal.TEXT: texts[3]}, limit=5)
+        )
+        single = collection.search(VectorQuery({Signal.CLIP: clips[5]}, limit=5))
+    finally:
+        store.close()
+
+    assert fused[0].segment.asset.asset_id == f"{3:032x}"
+    assert fused[0].signal_scores[Signal.CLIP] == pytest.approx(1.0, abs=1e-5)
+    assert fused[0].signal_scores[Signal.TEXT] == pytest.approx(1.0, abs=1e-5)
+    assert single[0].segment.asset.asset_id == f"{5:032x}"
+
+    fused_request, single_request = spy.queries
+    assert len(fused_request.prefetches) == 2
+    for prefetch in fused_request.prefetches:
+        q = prefetch.params.quantization
+        assert (q.rescore, q.oversampling, q.ignore) == (True, 3.0, False)
+        assert prefetch.params.hnsw_ef == 48
+        assert prefetch.params.exact is False
+    assert "Rrf" in repr(fused_request.query)
+    q = single_request.params.quantization
+    assert (q.rescore, q.oversampling) == (True, 3.0)
+
+
+def test_opening_with_other_models_fails_clearly(tmp_path: Path) -> None:
+    store = EdgeVectorStore(tmp_path)
+    store.open(SPEC, create=True)
+    store.close()
+    other = dataclasses.replace(SPEC, text=EmbeddingModelInfo("other-model", 4, "w", aligned=True))
+    store = EdgeVectorStore(tmp_path)
+    with pytest.raises(CollectionMismatchError, match=r"text.name: collection has 'text-test'"):
+        store.open(other, create=True)
+    # Query-time knobs may change freely.
+    relaxed = dataclasses.replace(
+        SPEC, quantization=dataclasses.replace(SPEC.quantization, oversampling=8.0, hnsw_ef=200)
+    )
+    collection = store.open(relaxed, create=False)
+    assert collection.spec.quantization.oversampling == 8.0
+    assert collection.spec.quantization.encoding is BinaryEncoding.ONE_AND_HALF_BITS
+    store.close()
+
+
+def test_unknown_collection_and_second_opener(tmp_path: Path) -> None:
+    first = EdgeVectorStore(tmp_path)
+    with pytest.raises(CollectionNotFoundError, match="'unit' does not exist"):
+        first.open(SPEC, create=False)
+    first.open(SPEC, create=True)
+    second = EdgeVectorStore(tmp_path)
+    with pytest.raises(StoreLockedError, match="Stop the service"):
+        second.open(SPEC, create=False)
+    first.close()
+    assert second.open(SPEC, create=False).stats().points == 0
+    second.close()
+
+
+def test_half_created_collection_is_repaired_on_next_open(tmp_path: Path) -> None:
+    store = EdgeVectorStore(tmp_path)
+    store.open(SPEC, create=True)
+    store.close()
+    # As if the process died after writing the spec but before the engine made its files.
+    import shutil
+
+    shutil.rmtree(tmp_path / "unit" / "shard")
+    store = EdgeVectorStore(tmp_path)
+    assert store.open(SPEC, create=True).engine_config()["vectors"]["clip"]["size"] == 8
+    store.close()
+
+
+def test_payload_indexes_and_filters(
+    ingest: Callable[..., IngestReport],
+    open_collection: Callable[[str], EdgeCollection],
+    sample_library: Path,
+    text_model: Any,
+) -> None:
+    report = ingest(sample_library)
+    assert report.ok
+    collection = open_collection("default")
+    schema = collection._shard.info().payload_schema
+    assert {"asset_id", "modality", "source", "tags", "kind", "segment_index"} <= set(schema)
+
+    query = text_model.embed_texts(["photos of space"])[0]
+
+    def titles(filters: SearchFilters) -> set[str]:
+        hits = collection.search(VectorQuery({Signal.TEXT: query}, limit=50, filters=filters))
+        return {h.segment.asset.title for h in hits}
+
+    assert titles(SearchFilters(modalities=(Modality.TEXT,))) == {
+        "Coffee brewing notes",
+        "Visit to the space museum",
+        "cat care",
+    }
+    assert titles(SearchFilters(tags=("astronomy",))) == {"hubble deep field", "moon"}
+    prefix = str(sample_library / "photos" / "animals")
+    assert titles(SearchFilters(source_prefix=prefix)) == {"chelsea", "horse"}

@@ -39,7 +39,7 @@ MAX_CHARS = 600
 MAX_SOURCE_BYTES = 1_000_000  # generated giants (tables, vendored bundles) are not prose
 MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 EMBED_BATCH = 128
-EMBED_CHUNK = 4096  # texts per encode() call: progress granularity
+EMBED_CHUNK = 1024  # texts per encode() call: progress granularity
 SYNTHETIC_CLUSTERS = 256
 SYNTHETIC_SPREAD = 0.75  # noise norm relative to the (unit) cluster centre
 

@@ -45,6 +45,23 @@ def _file_fingerprint(path: Path) -> str:
     return f"{path.name}#sha256:{digest.hexdigest()[:16]}"
 
 
+def pretrained_available(model_name: str, pretrained: str, *, probe_timeout_s: float) -> bool:
+    """Whether ``pretrained`` weights can be had now: in the local cache, or the hub is up."""
+    import open_clip
+
+    if pretrained not in open_clip.list_pretrained_tags_by_model(model_name):
+        return False
+    if hub_reachable(probe_timeout_s):
+        return True
+    try:
+        with hub_offline(offline=True):
+            return bool(
+                open_clip.download_pretrained(open_clip.get_pretrained_cfg(model_name, pretrained))
+            )
+    except (RuntimeError, OSError, ValueError):
+        return False
+
+
 class OpenClipEmbedder:
     """An open_clip model; both towers return L2-normalised float32 rows."""
 

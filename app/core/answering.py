@@ -118,6 +118,7 @@ class Answerer:
         )
         completion = await self._llm.complete(
             CompletionRequest(
+                question=question,
                 messages=messages,
                 sources=sources,
                 max_tokens=self._max_tokens,

@@ -117,6 +117,7 @@ class ContextSource:
 
 @dataclass(frozen=True, slots=True)
 class CompletionRequest:
+    question: str
     messages: tuple[ChatMessage, ...]
     sources: tuple[ContextSource, ...]
     max_tokens: int

@@ -1,0 +1,52 @@
+# One command each: every target sets up (or updates) the virtual environment first.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help venv test check lint format typecheck demo serve bench clean
+
+help:
+	@echo "make demo    - build a sample library, ingest it, start the API, ask questions (offline)"
+	@echo "make test    - run the test suite"
+	@echo "make check   - format check, lint, mypy --strict, tests (what CI runs)"
+	@echo "make serve   - run the HTTP API (settings from MMRAG_* env vars or .env)"
+	@echo "make bench   - search benchmark: exact vs binary-quantization settings"
+	@echo "make format  - apply ruff formatting and safe fixes"
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev,demo]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+check: lint typecheck test
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+demo: $(STAMP)
+	$(BIN)/python -m app.demo
+
+serve: $(STAMP)
+	$(BIN)/python -m app
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.search
+
+clean:
+	rm -rf $(VENV) demo-data .pytest_cache .mypy_cache .ruff_cache *.egg-info

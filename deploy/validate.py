@@ -12,24 +12,28 @@ Prints every check; exits 1 if any failed.
 
 from __future__ import annotations
 
+import fnmatch
 import glob
+import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
 import types
 import typing
 from collections.abc import Iterable, Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
-import yaml
+import yaml  # type: ignore[import-untyped,unused-ignore]
 
 DEPLOY = Path(__file__).resolve().parent
 ROOT = DEPLOY.parent
 K8S = DEPLOY / "k8s"
 COMPOSE = DEPLOY / "compose.yaml"
 DOCKERFILE = DEPLOY / "Dockerfile"
+DOCKERIGNORE = DEPLOY / "Dockerfile.dockerignore"
 KUSTOMIZATION = K8S / "kustomization.yaml"
 # In k8s/ but deliberately not in kustomization.yaml (see the comments in those files).
 APPLIED_SEPARATELY = {"secret.example.yaml", "ingest-job.yaml"}
@@ -131,7 +135,7 @@ def check_manifest_fields(report: Report, parsed: dict[Path, list[Any]]) -> None
 
 
 def check_kustomization(report: Report, parsed: dict[Path, list[Any]]) -> None:
-    docs = parsed.get(KUSTOMIZATION)
+    docs = parsed.get(KUSTOMIZATION) or []
     if not report.check(bool(docs), f"{rel(KUSTOMIZATION)} exists and parses"):
         return
     resources = docs[0].get("resources") or []
@@ -150,7 +154,8 @@ def check_kustomization(report: Report, parsed: dict[Path, list[Any]]) -> None:
 
 
 def pod_spec(doc: dict[str, Any]) -> dict[str, Any]:
-    return doc.get("spec", {}).get("template", {}).get("spec", {})
+    spec: dict[str, Any] = doc.get("spec", {}).get("template", {}).get("spec", {})
+    return spec
 
 
 def check_deployment(report: Report, parsed: dict[Path, list[Any]]) -> None:
@@ -245,9 +250,24 @@ def check_k8s(report: Report, parsed: dict[Path, list[Any]]) -> None:
 _INTERPOLATION = re.compile(r"\$\{[^}]*\}|\$[A-Za-z_]\w*")
 
 
+def volume_source(spec: str | dict[str, Any]) -> str:
+    """The source part of a volume entry, minding ``:`` inside ``${VAR:-default}``."""
+    if isinstance(spec, dict):
+        return str(spec.get("source") or "")
+    depth = 0
+    for i, char in enumerate(spec):
+        if spec.startswith("${", i):
+            depth += 1
+        elif char == "}" and depth:
+            depth -= 1
+        elif char == ":" and not depth:
+            return spec[:i]
+    return spec
+
+
 def check_compose(report: Report, parsed: dict[Path, list[Any]]) -> None:
     report.section(f"Compose ({rel(COMPOSE)})")
-    docs = parsed.get(COMPOSE)
+    docs = parsed.get(COMPOSE) or []
     if not report.check(bool(docs), f"{rel(COMPOSE)} exists and parses"):
         return
     compose = docs[0]
@@ -267,7 +287,7 @@ def check_compose(report: Report, parsed: dict[Path, list[Any]]) -> None:
                 f"{name}: dockerfile {rel((context / dockerfile).resolve())}",
             )
         for volume in svc.get("volumes", []):
-            source = volume.split(":", 1)[0] if isinstance(volume, str) else volume.get("source")
+            source = volume_source(volume)
             if not source or _INTERPOLATION.search(source):
                 continue  # a user-supplied path (e.g. ${MEDIA_DIR:-./media})
             if source.startswith((".", "/")):
@@ -305,6 +325,63 @@ def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
     return instructions
 
 
+def context_copies(instructions: list[tuple[str, str]]) -> list[list[str]]:
+    """The sources of each COPY/ADD that reads the build context (not another stage)."""
+    copies: list[list[str]] = []
+    for kw, args in instructions:
+        if kw not in {"COPY", "ADD"} or "--from=" in args:
+            continue
+        words = [w for w in args.split() if not w.startswith("--")]
+        if len(words) >= 2:
+            copies.append(words[:-1])
+    return copies
+
+
+def dockerignore_patterns() -> list[str]:
+    if not DOCKERIGNORE.is_file():
+        return []
+    lines = DOCKERIGNORE.read_text(encoding="utf-8").splitlines()
+    return [ln.strip().lstrip("/") for ln in lines if ln.strip() and not ln.startswith("#")]
+
+
+def ignored_by(path: str, patterns: list[str]) -> str | None:
+    """The .dockerignore pattern that excludes ``path`` (or a folder above it), if any."""
+    parts = PurePosixPath(path.rstrip("/")).parts
+    for i in range(1, len(parts) + 1):
+        prefix = "/".join(parts[:i])
+        for pattern in patterns:
+            if pattern.startswith("!"):
+                continue
+            if fnmatch.fnmatchcase(prefix, pattern) or (
+                pattern.startswith("**/") and fnmatch.fnmatchcase(parts[i - 1], pattern[3:])
+            ):
+                return pattern
+    return None
+
+
+def check_copy_sources(report: Report, copies: list[list[str]]) -> None:
+    patterns = dockerignore_patterns()
+    for sources in copies:
+        matched: list[str] = []
+        for src in sources:
+            if glob.has_magic(src):
+                hits = [str(h.relative_to(ROOT)) for h in ROOT.glob(src)]
+                matched += hits
+                report.ok(f"COPY {src}: pattern, {len(hits)} match(es) now (may be empty)")
+            else:
+                exists = (ROOT / src).exists()
+                matched += [src] if exists else []
+                report.check(exists, f"COPY source {src} exists")
+        report.check(bool(matched), f"COPY {' '.join(sources)}: at least one source matches")
+        for src in matched:
+            pattern = ignored_by(src, patterns)
+            report.check(
+                pattern is None,
+                f"COPY source {src} is not excluded by {rel(DOCKERIGNORE)}"
+                + (f" (pattern {pattern!r})" if pattern else ""),
+            )
+
+
 def check_dockerfile(report: Report) -> None:
     report.section(f"Dockerfile ({rel(DOCKERFILE)}; build context = repository root)")
     if not report.check(DOCKERFILE.is_file(), f"{rel(DOCKERFILE)} exists"):
@@ -312,24 +389,7 @@ def check_dockerfile(report: Report) -> None:
     instructions = dockerfile_instructions(DOCKERFILE)
     stages = [args for kw, args in instructions if kw == "FROM"]
     report.check(len(stages) >= 2, f"multi-stage ({len(stages)} FROM)")
-    for kw, args in instructions:
-        if kw not in {"COPY", "ADD"}:
-            continue
-        words = [w for w in args.split() if not w.startswith("--")]
-        if any(w.startswith("--from") for w in args.split()) or len(words) < 2:
-            continue  # copies between stages
-        sources = words[:-1]
-        matched = 0
-        for src in sources:
-            if glob.has_magic(src):
-                hits = list(ROOT.glob(src))
-                matched += bool(hits)
-                report.ok(f"COPY {src}: pattern, {len(hits)} match(es) (may be empty)")
-            else:
-                exists = (ROOT / src).exists()
-                matched += exists
-                report.check(exists, f"COPY source {src} exists")
-        report.check(matched > 0, f"COPY {' '.join(sources)}: at least one source matches")
+    check_copy_sources(report, context_copies(instructions))
     last_from = max(i for i, (kw, _) in enumerate(instructions) if kw == "FROM")
     final = instructions[last_from:]  # the runtime stage
     user = [args for kw, args in final if kw == "USER"]
@@ -341,6 +401,9 @@ def check_dockerfile(report: Report) -> None:
     report.check(
         {"HEALTHCHECK", "EXPOSE", "VOLUME", "CMD"} <= keywords, "HEALTHCHECK/EXPOSE/VOLUME/CMD"
     )
+    env = dockerfile_env(DOCKERFILE)
+    for key, value in (("MMRAG_HTTP__HOST", "0.0.0.0"), ("MMRAG_DATA_DIR", "/data")):  # noqa: S104
+        report.check(env.get(key) == value, f"ENV {key}={env.get(key)}")
 
 
 # --- MMRAG_* names -------------------------------------------------------------------------
@@ -396,6 +459,62 @@ def check_env_names(report: Report) -> None:
             used.setdefault(name.upper(), set()).add(rel(path))
     for name in sorted(used):
         report.check(name in valid, f"{name} ({', '.join(sorted(used[name]))})")
+
+
+def dockerfile_env(path: Path) -> dict[str, str]:
+    """``ENV KEY=VALUE ...`` pairs of the Dockerfile (``$VAR`` references left as written)."""
+    env: dict[str, str] = {}
+    for kw, args in dockerfile_instructions(path):
+        if kw == "ENV":
+            for word in shlex.split(args):
+                key, sep, value = word.partition("=")
+                if sep:
+                    env[key] = value
+    return env
+
+
+def settings_accept(env: dict[str, str], env_file: Path | None = None) -> str | None:
+    """None when ``Settings`` builds from these variables (and env file), else the error."""
+    from pydantic import ValidationError
+
+    from app.settings import Settings
+
+    saved = {k: v for k, v in os.environ.items() if k.upper().startswith(ENV_PREFIX)}
+    for key in saved:
+        del os.environ[key]
+    os.environ.update({k: v for k, v in env.items() if k.upper().startswith(ENV_PREFIX)})
+    try:
+        Settings(_env_file=env_file)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        return str(exc).replace("\n", " | ")
+    finally:
+        for key in [k for k in os.environ if k.upper().startswith(ENV_PREFIX)]:
+            del os.environ[key]
+        os.environ.update(saved)
+    return None
+
+
+def check_settings_values(report: Report, parsed: dict[Path, list[Any]]) -> None:
+    report.section("The values given are accepted by Settings (types, ranges, patterns)")
+    sources: list[tuple[str, dict[str, str], Path | None]] = [
+        (rel(DOCKERFILE) + " ENV", dockerfile_env(DOCKERFILE), None)
+    ]
+    for kind in ("ConfigMap", "Secret"):
+        for path, doc in by_kind(parsed, kind):
+            data = {**(doc.get("data") or {}), **(doc.get("stringData") or {})}
+            sources.append((f"{rel(path)} {kind}/{doc['metadata']['name']}", data, None))
+    services = ((parsed.get(COMPOSE) or [{}])[0].get("services")) or {}
+    for name, svc in services.items():
+        environment = svc.get("environment") or {}
+        if isinstance(environment, list):
+            environment = dict(item.partition("=")[::2] for item in environment)
+        sources.append((f"{rel(COMPOSE)} {name}.environment", environment, None))
+    env_example = DEPLOY / "env.example"
+    if env_example.is_file():
+        sources.append((rel(env_example) + " (as a .env file)", {}, env_example))
+    for label, env, env_file in sources:
+        error = settings_accept({k: str(v) for k, v in env.items()}, env_file)
+        report.check(error is None, f"{label}" + (f": {error}" if error else ""))
 
 
 # --- optional external tools ---------------------------------------------------------------
@@ -481,6 +600,7 @@ def main() -> int:
     check_compose(report, parsed)
     check_dockerfile(report)
     check_env_names(report)
+    check_settings_values(report, parsed)
     check_tools(report)
     print(f"\n{report.checks} checks, {len(report.problems)} problem(s)")
     for problem in report.problems:

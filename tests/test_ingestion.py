@@ -8,9 +8,11 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from app.adapters.edge_store import EdgeCollection
+from app.adapters.openclip import OpenClipEmbedder
 from app.adapters.text_embedder import SentenceTextEmbedder
 from app.core.ids import asset_id_for, sha256_file
 from app.core.models import SegmentKind, Signal, VectorQuery
@@ -268,3 +270,52 @@ def test_cli_reports_a_corrupt_image_and_exits_1(sample_library: Path, tmp_path:
     again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 1
     assert "unchanged │     1" in again.stdout
+
+
+@pytest.mark.parametrize(
+    ("name", "save"),
+    [
+        ("photo.jpeg", {"format": "JPEG"}),
+        ("photo.png", {"format": "PNG"}),
+        ("photo.webp", {"format": "WEBP"}),
+        ("photo.bmp", {"format": "BMP"}),
+        ("photo.tiff", {"format": "TIFF"}),
+    ],
+)
+def test_every_image_format_is_read(
+    ingest: Callable[..., IngestReport],
+    open_collection: Callable[[str], EdgeCollection],
+    sample_library: Path,
+    tmp_path: Path,
+    name: str,
+    save: dict[str, str],
+) -> None:
+    folder = tmp_path / "formats"
+    folder.mkdir()
+    with Image.open(sample_library / "photos" / "animals" / "chelsea.jpg") as img:
+        img.save(folder / name, **save)
+    report = ingest(folder)
+    assert report.ok, report.failed
+    (segment,) = open_collection("default").asset_segments(
+        open_collection("default").indexed_assets()[0].asset_id
+    )
+    assert (segment.asset.width, segment.asset.height) == (451, 300)
+    assert segment.asset.mime == f"image/{save['format'].lower()}"
+
+
+def test_animated_gif_uses_its_first_frame(
+    ingest: Callable[..., IngestReport],
+    open_collection: Callable[[str], EdgeCollection],
+    clip: OpenClipEmbedder,
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "gif"
+    folder.mkdir()
+    frames = [Image.new("RGB", (32, 32), c) for c in ("red", "green", "blue")]
+    frames[0].save(folder / "anim.gif", save_all=True, append_images=frames[1:], duration=100)
+    assert ingest(folder).ok
+    collection = open_collection("default")
+    with Image.open(folder / "anim.gif") as gif:
+        first = clip.embed_images([gif.convert("RGB")])[0]
+    hits = collection.search(VectorQuery({Signal.CLIP: first}, limit=1))
+    assert hits[0].signal_scores[Signal.CLIP] == pytest.approx(1.0, abs=1e-3)

@@ -9,7 +9,9 @@ queries (never inserted) and the next ``n`` are the corpus. Nothing is padded: w
 passages exist, the corpus is smaller and the data description says so.
 
 Both the harvest and the embeddings are cached under the cache directory (``bench/.cache/`` by
-default); embeddings are keyed by a hash of the exact texts, so a stale cache cannot be reused.
+default). Embeddings are keyed by a hash of the exact texts, so stale vectors are never reused;
+the harvest is keyed by its rules and roots only, so delete its ``passages-*.json`` after
+upgrading packages to harvest again.
 """
 
 from __future__ import annotations

@@ -72,11 +72,12 @@ def _summary(report: IngestReport, console: Console, *, dry_run: bool) -> None:
         table.add_row("skipped (unsupported type)", str(len(report.unsupported)))
     console.print(table)
     if dry_run:
+        verbs = {"ingested": "ingest", "replaced": "replace", "repaired": "repair"}
         for r in report.results:
-            if r.outcome in {Outcome.PLANNED, Outcome.REMOVED}:
-                console.print(
-                    f"  would {'remove' if r.outcome is Outcome.REMOVED else r.reason}: {r.path}"
-                )
+            if r.outcome is Outcome.PLANNED:
+                console.print(f"  would {verbs.get(r.reason or '', r.reason)}: {r.path}")
+            elif r.outcome is Outcome.REMOVED:
+                console.print(f"  would remove: {r.path}")
     for root in report.missing_roots:
         console.print(f"[red]path not found:[/red] {root}")
     for r in report.failed:
@@ -104,9 +105,11 @@ def _ingest(args: argparse.Namespace, console: Console) -> int:
     try:
         name = settings.collection
         spec = collection_spec(settings, name, clip, text)
-        if args.dry_run and not store.exists(name):
+        collection = None
+        if not args.dry_run or store.exists(name):
+            collection = store.open(spec, create=not args.dry_run)
+        else:
             console.print(f"collection {name!r} does not exist yet; every file would be new")
-        collection = store.open(spec, create=not args.dry_run or store.exists(name))
         thumbs_rel = f"thumbnails/{name}"
         pipeline = IngestionPipeline(
             collection,
@@ -127,7 +130,7 @@ def _ingest(args: argparse.Namespace, console: Console) -> int:
             paths=tuple(p.expanduser() for p in args.paths), sync=args.sync, dry_run=args.dry_run
         )
         report = _run_with_progress(pipeline, request, console, quiet=args.quiet)
-        if not args.dry_run:
+        if collection is not None and not args.dry_run:
             stats = collection.stats()
             console.print(
                 f"collection {name!r}: {stats.assets} assets, {stats.points} points, "
@@ -170,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = _parser().parse_args(argv)
-    console = Console(stderr=False)
+    console = Console(soft_wrap=True)
     try:
         if args.command == "ingest":
             return _ingest(args, console)

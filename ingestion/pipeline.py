@@ -102,14 +102,14 @@ class _NoProgress:
 class IngestionPipeline:
     def __init__(
         self,
-        collection: VectorCollection,
+        collection: VectorCollection | None,
         clip: ImageTextEmbedder,
         text: TextEmbedder,
         read_options: ReadOptions,
         *,
         write_batch_assets: int = 32,
     ) -> None:
-        self._collection = collection
+        self._collection = collection  # None: nothing stored yet (a dry run before the first run)
         self._clip = clip
         self._text = text
         self._read = read_options
@@ -122,7 +122,7 @@ class IngestionPipeline:
         report.missing_roots = [str(p) for p in found.missing]
         with self._timed(report, "plan"):
             by_source: dict[str, list[IndexedAsset]] = defaultdict(list)
-            for item in self._collection.indexed_assets():
+            for item in self._collection.indexed_assets() if self._collection else []:
                 by_source[item.source].append(item)
             jobs: list[_Job] = []
             present: set[str] = set()
@@ -175,7 +175,7 @@ class IngestionPipeline:
     def run(self, request: IngestRequest, progress: ProgressSink | None = None) -> IngestReport:
         report = IngestReport()
         jobs, removals = self.plan(request, report)
-        if request.dry_run:
+        if request.dry_run or self._collection is None:
             report.results.extend(
                 FileResult(str(j.file.path), Outcome.PLANNED, j.outcome.value) for j in jobs
             )
@@ -194,8 +194,13 @@ class IngestionPipeline:
             self._remove(removals, report)
         if jobs or removals:
             with self._timed(report, "optimize"):
-                self._collection.optimize()
+                self._writable().optimize()
         return report
+
+    def _writable(self) -> VectorCollection:
+        if self._collection is None:  # pragma: no cover - run() returns before writing
+            raise RuntimeError("a pipeline without a collection can only plan")
+        return self._collection
 
     def _run_batch(
         self,
@@ -217,9 +222,9 @@ class IngestionPipeline:
         with self._timed(report, "embed"):
             embedded = embed_segments([p for _, p in prepared], self._clip, self._text)
         with self._timed(report, "write"):
-            self._collection.upsert(embedded)
+            self._writable().upsert(embedded)
             stale = [a for job, _ in prepared for a in job.stale]
-            self._collection.delete_assets([a.asset_id for a in stale])
+            self._writable().delete_assets([a.asset_id for a in stale])
             self._drop_thumbnails(a.asset_id for a in stale)
         written: dict[str, int] = defaultdict(int)
         for item in embedded:
@@ -237,8 +242,9 @@ class IngestionPipeline:
 
     def _remove(self, sources: Sequence[str], report: IngestReport) -> None:
         with self._timed(report, "write"):
-            stored = [a for a in self._collection.indexed_assets() if a.source in set(sources)]
-            self._collection.delete_assets([a.asset_id for a in stored])
+            gone = set(sources)
+            stored = [a for a in self._writable().indexed_assets() if a.source in gone]
+            self._writable().delete_assets([a.asset_id for a in stored])
             self._drop_thumbnails(a.asset_id for a in stored)
         report.results.extend(FileResult(s, Outcome.REMOVED) for s in sources)
 

@@ -261,6 +261,12 @@ def test_cli_reports_a_corrupt_image_and_exits_1(sample_library: Path, tmp_path:
         "HF_HUB_OFFLINE": "1",
     }
     cmd = [sys.executable, "-m", "ingestion", "ingest", str(folder), "--quiet"]
+    dry = subprocess.run([*cmd, "--dry-run"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert "does not exist yet" in dry.stdout
+    assert f"would ingest: {(folder / 'chelsea.jpg').resolve()}" in dry.stdout
+    assert not (tmp_path / "data").exists()
+
     run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 1, run.stdout + run.stderr
     assert "corrupt.png" in run.stdout and "failed" in run.stdout

@@ -41,6 +41,9 @@ class SentenceTextEmbedder:
         hub_probe_timeout_s: float = 3.0,
     ) -> None:
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # a per-tensor bar on every start says nothing useful
 
         if model == PACKAGED_MINILM:
             location, label = _packaged_minilm_path(), "sentence-transformers/all-MiniLM-L6-v2"

@@ -43,7 +43,7 @@ class SentenceTextEmbedder:
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()  # a per-tensor bar on every start says nothing useful
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # noise on every start
 
         if model == PACKAGED_MINILM:
             location, label = _packaged_minilm_path(), "sentence-transformers/all-MiniLM-L6-v2"

@@ -6,6 +6,7 @@ Every value can be set by environment variable (prefix ``MMRAG_``, nested with `
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Literal
 
@@ -16,6 +17,13 @@ from app.core.collections import COLLECTION_NAME_PATTERN
 from app.core.models import BinaryEncoding, QuantizationSpec, QueryEncoding
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _default_prompts_dir() -> Path:
+    """The checkout's ``prompts/``; for an installed wheel, the copy under <prefix>/share."""
+    checkout = PROJECT_ROOT / "prompts"
+    installed = Path(sys.prefix) / "share" / "mmrag" / "prompts"
+    return checkout if checkout.is_dir() or not installed.is_dir() else installed
 
 
 class ClipSettings(BaseModel):
@@ -178,7 +186,7 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path("data")
     collection: str = Field(default="default", pattern=COLLECTION_NAME_PATTERN)
-    prompts_dir: Path = PROJECT_ROOT / "prompts"
+    prompts_dir: Path = Field(default_factory=_default_prompts_dir)
     prompt_version: str = Field(default="v1", pattern=r"^[A-Za-z0-9_.-]+$")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

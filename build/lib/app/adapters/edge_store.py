@@ -1,0 +1,432 @@
+"""``EdgeVectorStore``: the vector-store port over qdrant-edge, the embedded Qdrant engine.
+
+Layout under ``<data_dir>/collections/<name>/``: ``shard/`` (the engine's own files) and
+``collection.json`` (which models and settings built the collection). qdrant_edge types stay
+inside this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from collections import defaultdict
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import qdrant_edge as qe
+
+from app.adapters.payload import (
+    INTEGER_FIELDS,
+    KEYWORD_FIELDS,
+    PREFIX_FIELDS,
+    from_payload,
+    to_payload,
+)
+from app.core.collections import (
+    check_compatible,
+    spec_from_dict,
+    spec_to_dict,
+    validate_collection_name,
+    with_query_time_settings,
+)
+from app.core.errors import (
+    CollectionMismatchError,
+    CollectionNotFoundError,
+    StoreError,
+    StoreLockedError,
+)
+from app.core.ids import point_id_for
+from app.core.models import (
+    BinaryEncoding,
+    CollectionSpec,
+    CollectionStats,
+    EmbeddedSegment,
+    FloatVector,
+    IndexedAsset,
+    QuantizationSpec,
+    QueryEncoding,
+    SearchFilters,
+    SearchHit,
+    Segment,
+    Signal,
+    VectorQuery,
+)
+
+_ENCODINGS = {
+    BinaryEncoding.ONE_BIT: qe.BinaryQuantizationEncoding.OneBit,
+    BinaryEncoding.ONE_AND_HALF_BITS: qe.BinaryQuantizationEncoding.OneAndHalfBits,
+    BinaryEncoding.TWO_BITS: qe.BinaryQuantizationEncoding.TwoBits,
+}
+_QUERY_ENCODINGS = {
+    QueryEncoding.DEFAULT: qe.BinaryQuantizationQueryEncoding.Default,
+    QueryEncoding.SCALAR8: qe.BinaryQuantizationQueryEncoding.Scalar8Bits,
+    QueryEncoding.SCALAR4: qe.BinaryQuantizationQueryEncoding.Scalar4Bits,
+}
+# 1.5- and 2-bit codes get their per-dimension statistics when a segment is indexed; below the
+# indexing threshold a segment is never indexed and silently behaves as 1-bit. 1 KB means
+# "always index on optimize()".
+_INDEXING_THRESHOLD_KB = 1
+_HNSW_FULL_SCAN_THRESHOLD_KB = 10
+
+
+def edge_config_for(
+    dims: dict[str, int], quantization: QuantizationSpec, *, max_search_threads: int
+) -> qe.EdgeConfig:
+    """The engine configuration of a collection with one dense cosine vector per name."""
+    bq = qe.BinaryQuantizationConfig(
+        encoding=_ENCODINGS[quantization.encoding],
+        query_encoding=_QUERY_ENCODINGS[quantization.query_encoding],
+        always_ram=quantization.always_ram,
+    )
+    vectors = {
+        name: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine, quantization_config=bq)
+        for name, dim in dims.items()
+    }
+    return qe.EdgeConfig(
+        vectors=vectors,
+        hnsw_config=qe.HnswIndexConfig(
+            m=quantization.hnsw_m,
+            ef_construct=quantization.hnsw_ef_construct,
+            full_scan_threshold=_HNSW_FULL_SCAN_THRESHOLD_KB,
+        ),
+        optimizers=qe.EdgeOptimizersConfig(indexing_threshold=_INDEXING_THRESHOLD_KB),
+        max_search_threads=max_search_threads or None,
+    )
+
+
+def search_params_for(quantization: QuantizationSpec, *, exact: bool = False) -> qe.SearchParams:
+    """Search parameters: binary codes first, then rescore on the float vectors."""
+    if exact:
+        return qe.SearchParams(exact=True, quantization=qe.QuantizationSearchParams(ignore=True))
+    return qe.SearchParams(
+        hnsw_ef=quantization.hnsw_ef,
+        quantization=qe.QuantizationSearchParams(
+            rescore=quantization.rescore, oversampling=quantization.oversampling
+        ),
+    )
+
+
+_SPEC_FILE = "collection.json"
+_SHARD_DIR = "shard"
+_SCROLL_PAGE = 2048
+_INDEX_FIELDS = ("asset_id", "source", "content_sha256", "segment_count")
+
+
+@contextlib.contextmanager
+def _engine_errors(what: str, path: Path) -> Iterator[None]:
+    """Translate the engine's plain exceptions into the project's error tree."""
+    try:
+        yield
+    except Exception as exc:
+        text = str(exc)
+        if "WouldBlock" in text or "lock" in text.lower():
+            msg = (
+                f"the collection at {path} is open in another process or handle (the embedded "
+                "engine locks its directory). Stop the service (or the other ingest run) and "
+                "try again, or point this command at another --data-dir."
+            )
+            raise StoreLockedError(msg) from exc
+        raise StoreError(f"vector engine failed to {what}: {text}") from exc
+
+
+def _filter_for(filters: SearchFilters) -> qe.Filter | None:
+    must: list[Any] = []
+    if filters.modalities:
+        must.append(
+            qe.FieldCondition(
+                key="modality",
+                match=qe.MatchAny(any=[m.value for m in filters.modalities]),
+            )
+        )
+    if filters.tags:
+        must.append(qe.FieldCondition(key="tags", match=qe.MatchAny(any=list(filters.tags))))
+    if filters.source_prefix:
+        must.append(
+            qe.FieldCondition(key="source", match=qe.MatchPrefix(prefix=filters.source_prefix))
+        )
+    return qe.Filter(must=must) if must else None
+
+
+def _asset_filter(asset_ids: Sequence[str]) -> qe.Filter:
+    return qe.Filter(
+        must=[qe.FieldCondition(key="asset_id", match=qe.MatchAny(any=list(asset_ids)))]
+    )
+
+
+def _cosine(stored: Any, query: FloatVector) -> float | None:
+    """Cosine of a returned vector with the query (a point may lack a named vector)."""
+    if not isinstance(stored, list) or not stored:
+        return None
+    vec = np.asarray(stored, dtype=np.float32)
+    denom = float(np.linalg.norm(vec) * np.linalg.norm(query))
+    return float(vec @ query) / denom if denom else None
+
+
+class EdgeCollection:
+    """One collection: a qdrant-edge shard plus the spec that built it."""
+
+    def __init__(self, shard: qe.EdgeShard, spec: CollectionSpec, path: Path) -> None:
+        self._shard = shard
+        self._spec = spec
+        self._path = path
+        self._params = search_params_for(spec.quantization)
+
+    @property
+    def spec(self) -> CollectionSpec:
+        return self._spec
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    def engine_config(self) -> dict[str, Any]:
+        """The engine's own persisted configuration, as it reads it back."""
+        data: dict[str, Any] = json.loads(
+            (self._path / _SHARD_DIR / "edge_config.json").read_text()
+        )
+        return data
+
+    def upsert(self, segments: Sequence[EmbeddedSegment]) -> None:
+        if not segments:
+            return
+        points = [
+            qe.Point(
+                id=point_id_for(item.segment.asset.asset_id, item.segment.index),
+                vector={signal.value: vec.tolist() for signal, vec in item.vectors.items()},
+                payload=to_payload(item.segment),
+            )
+            for item in segments
+        ]
+        # One update operation: the engine logs it as one WAL record, so a crash leaves a
+        # batch either written or not, never half an asset.
+        with _engine_errors("write points", self._path):
+            self._shard.update(qe.UpdateOperation.upsert_points(points))
+
+    def delete_assets(self, asset_ids: Sequence[str]) -> None:
+        if not asset_ids:
+            return
+        with _engine_errors("delete points", self._path):
+            self._shard.update(qe.UpdateOperation.delete_points_by_filter(_asset_filter(asset_ids)))
+
+    def _scroll(
+        self, flt: qe.Filter | None, fields: Sequence[str] | None
+    ) -> Iterator[dict[str, Any]]:
+        offset: Any = None
+        selector: Any = qe.PayloadSelector.Include(list(fields)) if fields else True
+        while True:
+            with _engine_errors("scroll points", self._path):
+                records, offset = self._shard.scroll(
+                    qe.ScrollRequest(
+                        offset=offset,
+                        limit=_SCROLL_PAGE,
+                        filter=flt,
+                        with_payload=selector,
+                    )
+                )
+            for record in records:
+                yield dict(record.payload or {})
+            if offset is None:
+                return
+
+    def indexed_assets(self) -> list[IndexedAsset]:
+        stored: dict[str, int] = defaultdict(int)
+        first: dict[str, dict[str, Any]] = {}
+        for payload in self._scroll(None, _INDEX_FIELDS):
+            asset_id = str(payload["asset_id"])
+            stored[asset_id] += 1
+            first.setdefault(asset_id, payload)
+        return [
+            IndexedAsset(
+                asset_id=asset_id,
+                source=str(p["source"]),
+                content_sha256=str(p["content_sha256"]),
+                segment_count=int(p["segment_count"]),
+                stored_segments=stored[asset_id],
+            )
+            for asset_id, p in first.items()
+        ]
+
+    def asset_segments(self, asset_id: str) -> list[Segment]:
+        segments = [from_payload(p) for p in self._scroll(_asset_filter([asset_id]), None)]
+        return sorted(segments, key=lambda s: s.index)
+
+    def search(self, query: VectorQuery) -> list[SearchHit]:
+        signals = [s for s in Signal if s in query.vectors]
+        if not signals:
+            return []
+        flt = _filter_for(query.filters)
+        names = [s.value for s in signals]
+        if len(signals) == 1:
+            request = qe.QueryRequest(
+                limit=query.limit,
+                query=qe.Query.Nearest(query.vectors[signals[0]].tolist(), using=names[0]),
+                filter=flt,
+                params=self._params,
+                with_payload=True,
+                with_vector=names,
+            )
+        else:
+            prefetches = [
+                qe.Prefetch(
+                    limit=max(query.candidates_per_signal, query.limit),
+                    query=qe.Query.Nearest(query.vectors[s].tolist(), using=s.value),
+                    filter=flt,
+                    params=self._params,
+                )
+                for s in signals
+            ]
+            request = qe.QueryRequest(
+                limit=query.limit,
+                prefetches=prefetches,
+                query=cast("qe.Fusion", qe.Fusion.Rrf(k=query.rrf_k)),  # stub omits Rrf
+                with_payload=True,
+                with_vector=names,
+            )
+        with _engine_errors("search", self._path):
+            points = self._shard.query(request)
+        hits: list[SearchHit] = []
+        for point in points:
+            vectors: Mapping[str, Any] = point.vector if isinstance(point.vector, dict) else {}
+            scores: dict[Signal, float] = {}
+            for s in signals:
+                score = _cosine(vectors.get(s.value), query.vectors[s])
+                if score is not None:
+                    scores[s] = score
+            hits.append(
+                SearchHit(
+                    segment=from_payload(point.payload or {}),
+                    score=point.score,
+                    signal_scores=scores,
+                )
+            )
+        return hits
+
+    def stats(self) -> CollectionStats:
+        assets_filter = qe.Filter(
+            must=[qe.FieldCondition(key="segment_index", match=qe.MatchValue(value=0))]
+        )
+        with _engine_errors("read statistics", self._path):
+            info = self._shard.info()
+            points = self._shard.count(qe.CountRequest(exact=True))
+            assets = self._shard.count(qe.CountRequest(filter=assets_filter, exact=True))
+        return CollectionStats(
+            name=self._spec.name,
+            points=points,
+            assets=assets,
+            indexed_vectors=info.indexed_vectors_count,
+            segments_on_disk=info.segments_count,
+            spec=self._spec,
+        )
+
+    def optimize(self) -> None:
+        with _engine_errors("optimize", self._path):
+            self._shard.optimize()
+            self._shard.flush()
+
+    def close(self) -> None:
+        with _engine_errors("close", self._path):
+            self._shard.flush()
+            self._shard.close()
+
+
+class EdgeVectorStore:
+    """Collections as qdrant-edge shards under ``root`` (one directory each)."""
+
+    def __init__(self, root: Path, *, max_search_threads: int = 1) -> None:
+        self._root = root
+        self._max_search_threads = max_search_threads
+        self._open: dict[str, EdgeCollection] = {}
+        self._lock = threading.Lock()
+
+    def _dir(self, name: str) -> Path:
+        return self._root / validate_collection_name(name)
+
+    def exists(self, name: str) -> bool:
+        return (self._dir(name) / _SPEC_FILE).is_file()
+
+    def names(self) -> list[str]:
+        if not self._root.is_dir():
+            return []
+        return sorted(p.name for p in self._root.iterdir() if (p / _SPEC_FILE).is_file())
+
+    def open(self, spec: CollectionSpec, *, create: bool) -> EdgeCollection:
+        with self._lock:
+            if spec.name in self._open:
+                collection = self._open[spec.name]
+                check_compatible(collection.spec, spec)
+                return collection
+            collection = self._open_unlocked(spec, create=create)
+            self._open[spec.name] = collection
+            return collection
+
+    def _open_unlocked(self, spec: CollectionSpec, *, create: bool) -> EdgeCollection:
+        path = self._dir(spec.name)
+        spec_file = path / _SPEC_FILE
+        if not spec_file.is_file():
+            if not create:
+                raise CollectionNotFoundError(spec.name)
+            if (path / _SHARD_DIR).exists():
+                msg = (
+                    f"{path / _SHARD_DIR} holds engine files but no {_SPEC_FILE}: refusing to "
+                    "guess which models built it. Move the directory away to start afresh."
+                )
+                raise CollectionMismatchError(msg)
+            # The spec is written first, so a crash before the shard exists is repaired by
+            # the next open (below) instead of leaving an unexplained directory.
+            path.mkdir(parents=True, exist_ok=True)
+            tmp = path / f"{_SPEC_FILE}.tmp"
+            tmp.write_text(json.dumps(spec_to_dict(spec), indent=2))
+            tmp.replace(spec_file)
+        try:
+            stored = spec_from_dict(json.loads(spec_file.read_text()))
+        except (ValueError, KeyError, TypeError) as exc:
+            msg = f"{spec_file} is unreadable ({exc}); the collection cannot be opened safely"
+            raise CollectionMismatchError(msg) from exc
+        check_compatible(stored, spec)
+        effective = with_query_time_settings(stored, spec)
+        shard_dir = path / _SHARD_DIR
+        if (shard_dir / "edge_config.json").is_file():
+            with _engine_errors("open the collection", path):
+                shard = qe.EdgeShard.load(str(shard_dir))
+        else:
+            shard = self._create_shard(stored, shard_dir)
+        return EdgeCollection(shard, effective, path)
+
+    def _create_shard(self, spec: CollectionSpec, shard_dir: Path) -> qe.EdgeShard:
+        shard_dir.mkdir(parents=True, exist_ok=True)
+        config = edge_config_for(
+            {Signal.CLIP.value: spec.clip.dim, Signal.TEXT.value: spec.text.dim},
+            spec.quantization,
+            max_search_threads=self._max_search_threads,
+        )
+        with _engine_errors("create the collection", shard_dir):
+            shard = qe.EdgeShard.create(str(shard_dir), config)
+            for name in KEYWORD_FIELDS:
+                shard.update(
+                    qe.UpdateOperation.create_field_index(name, qe.PayloadSchemaType.Keyword)
+                )
+            for name in PREFIX_FIELDS:
+                shard.update(
+                    qe.UpdateOperation.create_field_index(name, qe.KeywordIndexParams(prefix=True))
+                )
+            for name in INTEGER_FIELDS:
+                shard.update(
+                    qe.UpdateOperation.create_field_index(name, qe.PayloadSchemaType.Integer)
+                )
+            shard.flush()
+        return shard
+
+    def close(self) -> None:
+        with self._lock:
+            errors: list[Exception] = []
+            for collection in self._open.values():
+                try:
+                    collection.close()
+                except StoreError as exc:
+                    errors.append(exc)
+            self._open.clear()
+        if errors:
+            raise errors[0]

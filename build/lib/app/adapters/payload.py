@@ -1,0 +1,77 @@
+"""Segment <-> point payload. Shared by every vector-store adapter; no library types.
+
+Payloads are meant to read well in the Qdrant dashboard: flat, human-readable fields, no blobs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import PurePath
+from typing import Any
+
+from app.core.models import Asset, Locator, Modality, Segment, SegmentKind
+
+# Fields with a payload index: what filters and incremental ingestion look up.
+KEYWORD_FIELDS = ("asset_id", "modality", "kind", "tags")
+PREFIX_FIELDS = ("source",)
+INTEGER_FIELDS = ("segment_index",)
+
+_LOCATOR_FIELDS = ("page", "start_s", "end_s", "char_start", "char_end")
+TEXT_PREVIEW_CHARS = 4000
+
+
+def to_payload(segment: Segment) -> dict[str, Any]:
+    asset = segment.asset
+    payload: dict[str, Any] = {
+        "asset_id": asset.asset_id,
+        "segment_index": segment.index,
+        "segment_count": segment.count,
+        "kind": segment.kind.value,
+        "modality": asset.modality.value,
+        "title": asset.title,
+        "source": asset.source,
+        "file_name": PurePath(asset.source).name,
+        "caption": asset.caption,
+        "text": (segment.text or "")[:TEXT_PREVIEW_CHARS] or None,
+        "tags": list(asset.tags),
+        "mime": asset.mime,
+        "size_bytes": asset.size_bytes,
+        "width": asset.width,
+        "height": asset.height,
+        "content_sha256": asset.content_sha256,
+        "ingested_at": asset.ingested_at.isoformat(),
+        "thumbnail": asset.thumbnail,
+    }
+    for name in _LOCATOR_FIELDS:
+        value = getattr(segment.locator, name)
+        if value is not None:
+            payload[name] = value
+    return payload
+
+
+def from_payload(payload: Mapping[str, Any]) -> Segment:
+    asset = Asset(
+        asset_id=str(payload["asset_id"]),
+        source=str(payload["source"]),
+        modality=Modality(payload["modality"]),
+        mime=str(payload.get("mime") or "application/octet-stream"),
+        size_bytes=int(payload.get("size_bytes") or 0),
+        content_sha256=str(payload.get("content_sha256") or ""),
+        ingested_at=datetime.fromisoformat(str(payload["ingested_at"])),
+        title=str(payload.get("title") or ""),
+        caption=payload.get("caption"),
+        tags=tuple(payload.get("tags") or ()),
+        width=payload.get("width"),
+        height=payload.get("height"),
+        thumbnail=payload.get("thumbnail"),
+    )
+    locator = Locator(**{name: payload[name] for name in _LOCATOR_FIELDS if name in payload})
+    return Segment(
+        asset=asset,
+        index=int(payload["segment_index"]),
+        count=int(payload.get("segment_count") or 1),
+        kind=SegmentKind(payload["kind"]),
+        text=payload.get("text"),
+        locator=locator,
+    )

@@ -1,0 +1,99 @@
+"""Collection specs: names, (de)serialisation, and the check that refuses to mix vector spaces."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, fields
+from typing import Any
+
+from app.core.errors import CollectionMismatchError, InputError
+from app.core.models import (
+    BinaryEncoding,
+    CollectionSpec,
+    EmbeddingModelInfo,
+    QuantizationSpec,
+    QueryEncoding,
+)
+
+COLLECTION_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+_NAME_RE = re.compile(COLLECTION_NAME_PATTERN)
+SPEC_VERSION = 1
+
+# Fixed when the collection is built; the rest (rescore, oversampling, ef) apply per query.
+BUILD_TIME_QUANTIZATION = (
+    "encoding",
+    "query_encoding",
+    "always_ram",
+    "hnsw_m",
+    "hnsw_ef_construct",
+)
+
+
+def validate_collection_name(name: str) -> str:
+    if not _NAME_RE.fullmatch(name):
+        msg = (
+            f"invalid collection name {name!r}: use 1-64 letters, digits, '_', '-' or '.', "
+            "starting with a letter or digit"
+        )
+        raise InputError(msg)
+    return name
+
+
+def spec_to_dict(spec: CollectionSpec) -> dict[str, Any]:
+    return {"spec_version": SPEC_VERSION, **asdict(spec)}
+
+
+def spec_from_dict(data: dict[str, Any]) -> CollectionSpec:
+    q = dict(data["quantization"])
+    q["encoding"] = BinaryEncoding(q["encoding"])
+    q["query_encoding"] = QueryEncoding(q["query_encoding"])
+    return CollectionSpec(
+        name=str(data["name"]),
+        clip=EmbeddingModelInfo(**data["clip"]),
+        text=EmbeddingModelInfo(**data["text"]),
+        quantization=QuantizationSpec(**q),
+    )
+
+
+def check_compatible(stored: CollectionSpec, wanted: CollectionSpec) -> None:
+    """Fail when the configured models or build-time index settings differ from the stored ones."""
+    problems: list[str] = []
+    for signal in ("clip", "text"):
+        have: EmbeddingModelInfo = getattr(stored, signal)
+        want: EmbeddingModelInfo = getattr(wanted, signal)
+        for f in fields(EmbeddingModelInfo):
+            a, b = getattr(have, f.name), getattr(want, f.name)
+            if a != b:
+                problems.append(f"{signal}.{f.name}: collection has {a!r}, settings give {b!r}")
+    for name in BUILD_TIME_QUANTIZATION:
+        a, b = getattr(stored.quantization, name), getattr(wanted.quantization, name)
+        if a != b:
+            problems.append(f"quantization.{name}: collection has {a!r}, settings give {b!r}")
+    if problems:
+        msg = (
+            f"collection {stored.name!r} was built with other settings; mixing them would "
+            "compare vectors from different spaces:\n  - "
+            + "\n  - ".join(problems)
+            + "\nUse the settings it was built with, or ingest into a new collection "
+            "(--collection / MMRAG_COLLECTION)."
+        )
+        raise CollectionMismatchError(msg)
+
+
+def with_query_time_settings(stored: CollectionSpec, wanted: CollectionSpec) -> CollectionSpec:
+    """The stored spec, with the query-time quantization knobs taken from the settings."""
+    q = stored.quantization
+    w = wanted.quantization
+    quantization = QuantizationSpec(
+        encoding=q.encoding,
+        query_encoding=q.query_encoding,
+        always_ram=q.always_ram,
+        hnsw_m=q.hnsw_m,
+        hnsw_ef_construct=q.hnsw_ef_construct,
+        rescore=w.rescore,
+        oversampling=w.oversampling,
+        hnsw_ef=w.hnsw_ef,
+    )
+    return CollectionSpec(
+        name=stored.name, clip=stored.clip, text=stored.text, quantization=quantization
+    )

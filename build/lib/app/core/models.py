@@ -1,0 +1,213 @@
+"""Domain values: assets, segments, queries, hits, answers. Frozen dataclasses, no frameworks.
+
+An *asset* is one file. A *segment* is one retrievable unit of an asset (the whole image, a
+text chunk; later a video frame, an audio span, a PDF page) and is stored as one vector-store
+point. ``Locator`` says where in the asset a segment lies, so citations can point at it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+import numpy as np
+import numpy.typing as npt
+
+FloatVector = npt.NDArray[np.float32]
+"""One embedding: shape (dim,), L2-normalised."""
+
+
+class Modality(StrEnum):
+    """What kind of file an asset is."""
+
+    IMAGE = "image"
+    TEXT = "text"
+
+
+class SegmentKind(StrEnum):
+    """What kind of unit a segment is."""
+
+    IMAGE = "image"
+    TEXT_CHUNK = "text_chunk"
+
+
+class Signal(StrEnum):
+    """A named vector in the store; each is one retrieval signal."""
+
+    CLIP = "clip"  # open_clip joint space: images and (when aligned) text
+    TEXT = "text"  # sentence-embedding space: captions, chunks, OCR, transcripts
+
+
+class BinaryEncoding(StrEnum):
+    """Bits per dimension stored by binary quantization."""
+
+    ONE_BIT = "1bit"
+    ONE_AND_HALF_BITS = "1.5bit"
+    TWO_BITS = "2bit"
+
+
+class QueryEncoding(StrEnum):
+    """How the query is encoded against binary codes (asymmetric encodings are finer)."""
+
+    DEFAULT = "default"
+    SCALAR8 = "8bit"
+    SCALAR4 = "4bit"
+
+
+@dataclass(frozen=True, slots=True)
+class QuantizationSpec:
+    """Binary quantization and HNSW settings of a collection."""
+
+    encoding: BinaryEncoding
+    query_encoding: QueryEncoding
+    rescore: bool
+    oversampling: float
+    always_ram: bool
+    hnsw_m: int
+    hnsw_ef_construct: int
+    hnsw_ef: int
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingModelInfo:
+    """Which model produced a signal's vectors; recorded with the collection."""
+
+    name: str
+    dim: int
+    weights: str  # pretrained tag, checkpoint file name, or "none" (random)
+    aligned: bool  # True when text and images share a meaningful space (CLIP) / always for text
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionSpec:
+    """What a collection must be: its vector spaces and index settings."""
+
+    name: str
+    clip: EmbeddingModelInfo
+    text: EmbeddingModelInfo
+    quantization: QuantizationSpec
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionStats:
+    name: str
+    points: int
+    assets: int
+    indexed_vectors: int
+    segments_on_disk: int
+    spec: CollectionSpec
+
+
+@dataclass(frozen=True, slots=True)
+class Locator:
+    """Where a segment lies inside its asset (all optional; more fields as media grow)."""
+
+    page: int | None = None
+    start_s: float | None = None
+    end_s: float | None = None
+    char_start: int | None = None
+    char_end: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Asset:
+    """One ingested file."""
+
+    asset_id: str
+    source: str  # absolute path of the file when it was ingested
+    modality: Modality
+    mime: str
+    size_bytes: int
+    content_sha256: str
+    ingested_at: datetime
+    title: str
+    caption: str | None = None
+    tags: tuple[str, ...] = ()
+    width: int | None = None
+    height: int | None = None
+    thumbnail: str | None = None  # path relative to the data dir
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """One retrievable unit of an asset."""
+
+    asset: Asset
+    index: int
+    count: int  # segments in the asset: lets a re-run detect a half-written asset
+    kind: SegmentKind
+    text: str | None = None
+    locator: Locator = field(default_factory=Locator)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class EmbeddedSegment:
+    """A segment with its vectors, ready to be written."""
+
+    segment: Segment
+    vectors: Mapping[Signal, FloatVector]
+
+
+@dataclass(frozen=True, slots=True)
+class IndexedAsset:
+    """What the store knows about one ingested file, for incremental runs."""
+
+    asset_id: str
+    source: str
+    content_sha256: str
+    segment_count: int
+    stored_segments: int
+
+    @property
+    def complete(self) -> bool:
+        return self.stored_segments == self.segment_count
+
+
+@dataclass(frozen=True, slots=True)
+class SearchFilters:
+    modalities: tuple[Modality, ...] = ()
+    tags: tuple[str, ...] = ()
+    source_prefix: str | None = None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class VectorQuery:
+    """A query for the store: one vector per signal used, fused when several."""
+
+    vectors: Mapping[Signal, FloatVector]
+    limit: int
+    filters: SearchFilters = field(default_factory=SearchFilters)
+    candidates_per_signal: int = 64  # prefetch depth of each signal before fusion
+    rrf_k: int = 60
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    """A stored segment that matched, with the fused score and each signal's cosine score."""
+
+    segment: Segment
+    score: float
+    signal_scores: Mapping[Signal, float]
+
+
+class AnswerStatus(StrEnum):
+    ANSWERED = "answered"  # written by a language model from the cited sources
+    EXTRACTIVE = "extractive"  # composed from the sources' own words, no language model
+    NOTHING_FOUND = "nothing_found"  # no relevant source: nothing was invented
+
+
+@dataclass(frozen=True, slots=True)
+class Citation:
+    number: int
+    hit: SearchHit
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    text: str
+    status: AnswerStatus
+    citations: tuple[Citation, ...]
+    provider: str
+    prompt_version: str

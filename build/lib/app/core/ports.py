@@ -1,0 +1,140 @@
+"""The core's ports: small Protocols that adapters implement (no inheritance needed).
+
+Embedders and the vector store are synchronous (CPU or embedded-engine work; the HTTP layer
+runs them in worker threads). Language models are asynchronous (network I/O).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from app.core.models import (
+    CollectionSpec,
+    CollectionStats,
+    EmbeddedSegment,
+    EmbeddingModelInfo,
+    IndexedAsset,
+    SearchHit,
+    Segment,
+    VectorQuery,
+)
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+FloatMatrix = npt.NDArray[np.float32]
+"""Shape (n, dim), each row L2-normalised."""
+
+
+class ImageTextEmbedder(Protocol):
+    """A joint image-text model (CLIP): both towers map into one space."""
+
+    @property
+    def info(self) -> EmbeddingModelInfo: ...
+
+    def embed_images(self, images: Sequence[Image]) -> FloatMatrix: ...
+
+    def embed_texts(self, texts: Sequence[str]) -> FloatMatrix: ...
+
+
+class TextEmbedder(Protocol):
+    """A sentence-embedding model for words found in or next to media."""
+
+    @property
+    def info(self) -> EmbeddingModelInfo: ...
+
+    def embed_texts(self, texts: Sequence[str]) -> FloatMatrix: ...
+
+
+class VectorCollection(Protocol):
+    """One open collection of the vector store."""
+
+    @property
+    def spec(self) -> CollectionSpec: ...
+
+    def upsert(self, segments: Sequence[EmbeddedSegment]) -> None:
+        """Write whole assets' segments; ids are deterministic, so a re-write is idempotent."""
+        ...
+
+    def delete_assets(self, asset_ids: Sequence[str]) -> None: ...
+
+    def indexed_assets(self) -> list[IndexedAsset]:
+        """Every stored asset (a source may have several after an interrupted change)."""
+        ...
+
+    def search(self, query: VectorQuery) -> list[SearchHit]: ...
+
+    def asset_segments(self, asset_id: str) -> list[Segment]:
+        """The stored segments of one asset, in order; empty when the asset is unknown."""
+        ...
+
+    def stats(self) -> CollectionStats: ...
+
+    def optimize(self) -> None:
+        """Build indexes for everything written so far (call after an ingest run)."""
+        ...
+
+
+class VectorStore(Protocol):
+    """Opens and creates collections; owns their lifetime."""
+
+    def exists(self, name: str) -> bool: ...
+
+    def names(self) -> list[str]: ...
+
+    def open(self, spec: CollectionSpec, *, create: bool) -> VectorCollection:
+        """Open ``spec.name``; create it when missing and ``create`` is set.
+
+        Raises CollectionNotFoundError, CollectionMismatchError or StoreLockedError.
+        """
+        ...
+
+    def close(self) -> None: ...
+
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class ContextSource:
+    """One numbered source given to the model."""
+
+    number: int
+    label: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class CompletionRequest:
+    question: str
+    messages: tuple[ChatMessage, ...]
+    sources: tuple[ContextSource, ...]
+    max_tokens: int
+    temperature: float
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    text: str
+    model: str
+    extractive: bool = False  # True when composed from the sources, not written by a model
+
+
+class LanguageModel(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    async def complete(self, request: CompletionRequest) -> Completion: ...
+
+    async def aclose(self) -> None: ...

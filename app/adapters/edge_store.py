@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import threading
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
@@ -113,6 +114,7 @@ _SPEC_FILE = "collection.json"
 _SHARD_DIR = "shard"
 _SCROLL_PAGE = 2048
 _INDEX_FIELDS = ("asset_id", "source", "content_sha256", "segment_count")
+_LOCKED = re.compile(r"WouldBlock|\block(ed)?\b", re.IGNORECASE)
 
 
 @contextlib.contextmanager
@@ -122,7 +124,7 @@ def _engine_errors(what: str, path: Path) -> Iterator[None]:
         yield
     except Exception as exc:
         text = str(exc)
-        if "WouldBlock" in text or "lock" in text.lower():
+        if _LOCKED.search(text):
             msg = (
                 f"the collection at {path} is open in another process or handle (the embedded "
                 "engine locks its directory). Stop the service (or the other ingest run) and "
@@ -390,20 +392,23 @@ class EdgeVectorStore:
         shard_dir = path / _SHARD_DIR
         if (shard_dir / "edge_config.json").is_file():
             with _engine_errors("open the collection", path):
-                shard = qe.EdgeShard.load(str(shard_dir))
+                # The config that built the shard, with today's search thread count.
+                shard = qe.EdgeShard.load(str(shard_dir), self._config(stored))
         else:
             shard = self._create_shard(stored, shard_dir)
         return EdgeCollection(shard, effective, path)
 
-    def _create_shard(self, spec: CollectionSpec, shard_dir: Path) -> qe.EdgeShard:
-        shard_dir.mkdir(parents=True, exist_ok=True)
-        config = edge_config_for(
+    def _config(self, spec: CollectionSpec) -> qe.EdgeConfig:
+        return edge_config_for(
             {Signal.CLIP.value: spec.clip.dim, Signal.TEXT.value: spec.text.dim},
             spec.quantization,
             max_search_threads=self._max_search_threads,
         )
+
+    def _create_shard(self, spec: CollectionSpec, shard_dir: Path) -> qe.EdgeShard:
+        shard_dir.mkdir(parents=True, exist_ok=True)
         with _engine_errors("create the collection", shard_dir):
-            shard = qe.EdgeShard.create(str(shard_dir), config)
+            shard = qe.EdgeShard.create(str(shard_dir), self._config(spec))
             for name in KEYWORD_FIELDS:
                 shard.update(
                     qe.UpdateOperation.create_field_index(name, qe.PayloadSchemaType.Keyword)

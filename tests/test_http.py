@@ -375,6 +375,38 @@ def test_multipart_without_an_image_is_422(client: Client) -> None:
     problem_of(client.post("/v1/search", files={"other": ("a.jpg", b"x", "image/jpeg")}), 422)
 
 
+@pytest.mark.parametrize(
+    "fields",
+    [{"top_k": "0"}, {"top_k": "many"}, {"modalities": "sculpture"}, {"collection": "a/b"}],
+)
+def test_multipart_fields_have_the_json_limits(
+    client: Client, sample_library: Path, fields: dict[str, str]
+) -> None:
+    photo = (sample_library / "photos" / "space" / "moon.png").read_bytes()
+    response = client.post(
+        "/v1/search", files={"image": ("m.png", photo, "image/png")}, data=fields
+    )
+    problem_of(response, 422)
+
+
+def test_multipart_filters_apply(client: Client, sample_library: Path) -> None:
+    photo = (sample_library / "photos" / "space" / "moon.png").read_bytes()
+    body = client.post(
+        "/v1/search",
+        files={"image": ("m.png", photo, "image/png")},
+        data={"tags": "people,astronomy", "top_k": "10"},
+    ).json()
+    names = [Path(h["source"]).name for h in body["hits"]]
+    assert names[0] == "moon.png"
+    assert set(names) == {
+        "moon.png",
+        "hubble_deep_field.jpg",
+        "astronaut.png",
+        "grace_hopper.jpg",
+        "cameraman.png",
+    }
+
+
 def test_asset_ids_are_checked(client: Client) -> None:
     problem_of(client.get("/v1/assets/not-an-id"), 422)
     body = problem_of(client.get("/v1/assets/" + "0" * 32), 404)

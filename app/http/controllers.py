@@ -18,8 +18,8 @@ from app.http.schemas import (
     AskResponse,
     AssetOut,
     CollectionOut,
-    Filters,
     HealthOut,
+    ImageSearchForm,
     SearchRequest,
     SearchResponse,
     answer_out,
@@ -64,25 +64,21 @@ def _form_list(value: Any) -> list[str]:
     ]
 
 
-def _image_search_fields(form: Any) -> tuple[UploadFile | None, dict[str, Any]]:
-    upload = form.get("image")
-    fields: dict[str, Any] = {}
-    if form.get("top_k") not in (None, ""):
-        try:
-            fields["top_k"] = int(form.get("top_k"))
-        except ValueError as exc:
-            raise InvalidFieldError("top_k", "must be an integer") from exc
-    if form.get("collection"):
-        fields["collection"] = form.get("collection")
-    filters: dict[str, Any] = {}
-    if tags := _form_list(form.getall("tags", [])):
-        filters["tags"] = tags
-    if modalities := _form_list(form.getall("modalities", [])):
-        filters["modalities"] = modalities
+def _image_search_form(form: Any) -> tuple[UploadFile | None, ImageSearchForm]:
+    """The multipart fields, checked with the same limits as the JSON request."""
+    filters: dict[str, Any] = {
+        "tags": _form_list(form.getall("tags", [])),
+        "modalities": _form_list(form.getall("modalities", [])),
+    }
     if form.get("source_prefix"):
         filters["source_prefix"] = form.get("source_prefix")
-    fields["filters"] = filters
-    return (upload if isinstance(upload, UploadFile) else None), fields
+    fields: dict[str, Any] = {"filters": filters}
+    for name in ("top_k", "collection"):
+        if form.get(name) not in (None, ""):
+            fields[name] = form.get(name)
+    upload = form.get("image")
+    checked = msgspec.convert(fields, type=ImageSearchForm, strict=False)
+    return (upload if isinstance(upload, UploadFile) else None), checked
 
 
 class SearchController(Controller):
@@ -103,16 +99,15 @@ class SearchController(Controller):
             )
             return search_out(retrieval, name)
         if content_type == "multipart/form-data":
-            form = await request.form()
-            upload, fields = _image_search_fields(form)
+            upload, fields = _image_search_form(await request.form())
             if upload is None:
                 raise InvalidFieldError("image", "a multipart search needs an 'image' file field")
-            top_k = fields.get("top_k")
-            filters = msgspec.convert(fields["filters"], type=Filters)
-            name = service.collection_name(fields.get("collection"))
-            data = await upload.read()
+            name = service.collection_name(fields.collection)
             retrieval = await service.search_image(
-                data, collection=name, top_k=top_k, filters=filters.to_domain()
+                await upload.read(),
+                collection=name,
+                top_k=fields.top_k,
+                filters=fields.filters.to_domain(),
             )
             return search_out(retrieval, name)
         msg = "send application/json (text query) or multipart/form-data (image query)"

@@ -49,6 +49,14 @@ class SearchRequest(Struct, forbid_unknown_fields=True, kw_only=True):
     filters: Filters = msgspec.field(default_factory=Filters)
 
 
+class ImageSearchForm(Struct, forbid_unknown_fields=True, kw_only=True):
+    """The fields that may accompany an ``image`` file in a multipart search."""
+
+    top_k: TopK | None = None
+    collection: CollectionName | None = None
+    filters: Filters = msgspec.field(default_factory=Filters)
+
+
 class AskRequest(Struct, forbid_unknown_fields=True, kw_only=True):
     question: Text
     top_k: TopK | None = None

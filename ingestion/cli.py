@@ -47,6 +47,11 @@ def _parser() -> argparse.ArgumentParser:
     ingest.add_argument(
         "--dry-run", action="store_true", help="show what would change; write nothing"
     )
+    ingest.add_argument(
+        "--verify",
+        action="store_true",
+        help="hash every file, even those whose size and modification time are unchanged",
+    )
     ingest.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -127,7 +132,10 @@ def _ingest(args: argparse.Namespace, console: Console) -> int:
             write_batch_assets=settings.ingestion.write_batch_assets,
         )
         request = IngestRequest(
-            paths=tuple(p.expanduser() for p in args.paths), sync=args.sync, dry_run=args.dry_run
+            paths=tuple(p.expanduser() for p in args.paths),
+            sync=args.sync,
+            dry_run=args.dry_run,
+            verify=args.verify,
         )
         report = _run_with_progress(pipeline, request, console, quiet=args.quiet)
         if collection is not None and not args.dry_run:

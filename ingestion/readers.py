@@ -80,17 +80,19 @@ def _sidecar_words(path: Path) -> str | None:
         raise AssetReadError(f"caption sidecar {sidecar.name} unreadable: {exc}") from exc
 
 
-def _check_size(path: Path, options: ReadOptions) -> int:
+def _check_size(path: Path, options: ReadOptions) -> tuple[int, int]:
+    """(size, mtime_ns) of a file that is worth reading."""
     try:
-        size = path.stat().st_size
+        stat = path.stat()
     except OSError as exc:
         raise AssetReadError(f"cannot read file: {exc.strerror or exc}") from exc
+    size = stat.st_size
     if size == 0:
         raise AssetReadError("empty file")
     if size > options.max_file_bytes:
         msg = f"file is {size} bytes, over ingestion.max_file_bytes={options.max_file_bytes}"
         raise AssetReadError(msg)
-    return size
+    return size, stat.st_mtime_ns
 
 
 def _decode_image(path: Path) -> tuple[Image.Image, str]:
@@ -126,7 +128,7 @@ def _write_thumbnail(img: Image.Image, asset_id: str, options: ReadOptions) -> s
 def read_image(
     path: Path, sha256: str, options: ReadOptions, captions: CaptionIndex
 ) -> PreparedAsset:
-    size = _check_size(path, options)
+    size, mtime_ns = _check_size(path, options)
     raw, mime = _decode_image(path)
     with raw:
         words = _embedded_words(raw)
@@ -151,6 +153,7 @@ def read_image(
         width=img.width,
         height=img.height,
         thumbnail=_write_thumbnail(img, asset_id, options),
+        mtime_ns=mtime_ns,
     )
     segment = Segment(asset=asset, index=0, count=1, kind=SegmentKind.IMAGE, text=caption)
     return PreparedAsset(asset=asset, segments=(segment,), image=img)
@@ -190,7 +193,7 @@ def chunk_text(text: str, chunk_size: int, chunk_overlap: int) -> list[tuple[str
 
 
 def read_text(path: Path, sha256: str, options: ReadOptions) -> PreparedAsset:
-    size = _check_size(path, options)
+    size, mtime_ns = _check_size(path, options)
     text = _decode_text(path)
     if not text.strip():
         raise AssetReadError("no text in file")
@@ -207,6 +210,7 @@ def read_text(path: Path, sha256: str, options: ReadOptions) -> PreparedAsset:
         ingested_at=datetime.now(UTC),
         title=_doc_title(path, text),
         tags=options.tags,
+        mtime_ns=mtime_ns,
     )
     segments = tuple(
         Segment(

@@ -97,7 +97,11 @@ def ingest(
     """Runs the real pipeline into the test's collection."""
 
     def _ingest(
-        *paths: Path, sync: bool = False, dry_run: bool = False, tags: tuple[str, ...] = ()
+        *paths: Path,
+        sync: bool = False,
+        dry_run: bool = False,
+        verify: bool = False,
+        tags: tuple[str, ...] = (),
     ) -> IngestReport:
         collection = open_collection("default")
         thumbs = settings.data_dir / "thumbnails" / "default"
@@ -116,7 +120,8 @@ def ingest(
             ),
             write_batch_assets=4,
         )
-        return pipeline.run(IngestRequest(paths=paths, sync=sync, dry_run=dry_run))
+        request = IngestRequest(paths=paths, sync=sync, dry_run=dry_run, verify=verify)
+        return pipeline.run(request)
 
     return _ingest
 

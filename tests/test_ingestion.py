@@ -68,6 +68,27 @@ def test_modified_file_replaces_its_points(
     assert len([a for a in collection.indexed_assets() if a.source == str(note.resolve())]) == 1
 
 
+def test_same_size_and_mtime_skips_hashing_unless_verify(
+    ingest: Callable[..., IngestReport],
+    open_collection: Callable[[str], EdgeCollection],
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    note = folder / "note.txt"
+    note.write_text("The meeting is on Monday.")
+    ingest(folder)
+    stat = note.stat()
+    note.write_text("The meeting is on Friday.")  # same size
+    os.utime(note, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # and the old mtime
+
+    assert [r.outcome for r in ingest(folder).results] == [Outcome.UNCHANGED]
+    assert [r.outcome for r in ingest(folder, verify=True).results] == [Outcome.REPLACED]
+    (asset,) = open_collection("default").indexed_assets()
+    (segment,) = open_collection("default").asset_segments(asset.asset_id)
+    assert segment.text == "The meeting is on Friday."
+
+
 def test_deleted_file_is_removed_only_with_sync(
     ingest: Callable[..., IngestReport],
     open_collection: Callable[[str], EdgeCollection],

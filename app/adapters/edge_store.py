@@ -113,7 +113,14 @@ def search_params_for(quantization: QuantizationSpec, *, exact: bool = False) ->
 _SPEC_FILE = "collection.json"
 _SHARD_DIR = "shard"
 _SCROLL_PAGE = 2048
-_INDEX_FIELDS = ("asset_id", "source", "content_sha256", "segment_count")
+_INDEX_FIELDS = (
+    "asset_id",
+    "source",
+    "content_sha256",
+    "segment_count",
+    "size_bytes",
+    "mtime_ns",
+)
 _LOCKED = re.compile(r"WouldBlock|\block(ed)?\b", re.IGNORECASE)
 
 
@@ -247,6 +254,8 @@ class EdgeCollection:
                 content_sha256=str(p["content_sha256"]),
                 segment_count=int(p["segment_count"]),
                 stored_segments=stored[asset_id],
+                size_bytes=int(p.get("size_bytes") or 0),
+                mtime_ns=p.get("mtime_ns"),
             )
             for asset_id, p in first.items()
         ]

@@ -42,6 +42,7 @@ def to_payload(segment: Segment) -> dict[str, Any]:
         "content_sha256": asset.content_sha256,
         "ingested_at": asset.ingested_at.isoformat(),
         "thumbnail": asset.thumbnail,
+        "mtime_ns": asset.mtime_ns,
     }
     for name in _LOCATOR_FIELDS:
         value = getattr(segment.locator, name)
@@ -65,6 +66,7 @@ def from_payload(payload: Mapping[str, Any]) -> Segment:
         width=payload.get("width"),
         height=payload.get("height"),
         thumbnail=payload.get("thumbnail"),
+        mtime_ns=payload.get("mtime_ns"),
     )
     locator = Locator(**{name: payload[name] for name in _LOCATOR_FIELDS if name in payload})
     return Segment(

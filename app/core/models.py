@@ -128,6 +128,7 @@ class Asset:
     width: int | None = None
     height: int | None = None
     thumbnail: str | None = None  # path relative to the data dir
+    mtime_ns: int | None = None  # file modification time when ingested
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +160,8 @@ class IndexedAsset:
     content_sha256: str
     segment_count: int
     stored_segments: int
+    size_bytes: int = 0
+    mtime_ns: int | None = None
 
     @property
     def complete(self) -> bool:

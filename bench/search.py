@@ -17,9 +17,15 @@ are those of what the service ships. The single exception is the ``float-hnsw`` 
 row: the same HNSW graph searched on the float vectors (quantization ignored), which separates
 the recall lost to the graph from the recall lost to the binary codes.
 
-Data: real passages embedded with all-MiniLM-L6-v2 (see ``bench.corpus``; the first run
-harvests and embeds them, ~10 minutes on 2 cores, then they come from ``bench/.cache/``), or
-``--synthetic`` clustered random vectors for a fast run. Output is markdown tables.
+Data: real passages embedded with all-MiniLM-L6-v2 (see ``bench.corpus``), or ``--synthetic``
+clustered random vectors for a fast run. The first real run harvests (~4 min) and embeds
+(~15 min on 2 idle cores, ~35 min when they are shared: the model does ~4k tokens/s and the
+passages average 34 tokens) 100k passages; later runs load them from ``bench/.cache/`` and the
+full grid then takes ~5 minutes. Output is markdown tables.
+
+The HNSW graph is built by several threads and is not deterministic: recall@10 of the same
+setting moves by a few thousandths between runs. Latency is of a shared machine unless yours
+is idle; compare rows of one run, not runs.
 
 Run from the repository root::
 

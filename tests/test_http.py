@@ -193,7 +193,7 @@ def test_collection_reports_counts_models_and_quantization(client: Client) -> No
     assert (q["kind"], q["encoding"], q["query_encoding"], q["rescore"]) == (
         "binary",
         "2bit",
-        "8bit",
+        "4bit",
         True,
     )
 

@@ -109,7 +109,7 @@ class QuantizationSettings(BaseModel):
 
 class RetrievalSettings(BaseModel):
     default_top_k: int = Field(default=6, ge=1, le=100)
-    max_top_k: int = Field(default=50, ge=1, le=500)
+    max_top_k: int = Field(default=50, ge=1, le=100, description="Largest top_k a request may ask.")
     candidates_per_signal: int = Field(
         default=64,
         ge=1,

@@ -24,7 +24,7 @@ from app.core.collections import validate_collection_name
 from app.core.errors import MMRagError
 from app.settings import Settings
 from ingestion.pipeline import IngestionPipeline, IngestReport, IngestRequest, Outcome
-from ingestion.readers import ReadOptions
+from ingestion.readers import read_options_for
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_CANNOT_RUN = 0, 1, 2
 
@@ -115,20 +115,11 @@ def _ingest(args: argparse.Namespace, console: Console) -> int:
             collection = store.open(spec, create=not args.dry_run)
         else:
             console.print(f"collection {name!r} does not exist yet; every file would be new")
-        thumbs_rel = f"thumbnails/{name}"
         pipeline = IngestionPipeline(
             collection,
             clip,
             text,
-            ReadOptions(
-                chunk_size=settings.ingestion.chunk_size,
-                chunk_overlap=settings.ingestion.chunk_overlap,
-                thumbnail_px=settings.ingestion.thumbnail_px,
-                max_file_bytes=settings.ingestion.max_file_bytes,
-                thumbnails_dir=(settings.data_dir / thumbs_rel).resolve(),
-                thumbnails_rel=thumbs_rel,
-                tags=tuple(dict.fromkeys(args.tag)),
-            ),
+            read_options_for(settings, name, tags=tuple(dict.fromkeys(args.tag))),
             write_batch_assets=settings.ingestion.write_batch_assets,
         )
         request = IngestRequest(

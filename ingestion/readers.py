@@ -19,6 +19,7 @@ from app.core.errors import InputError
 from app.core.ids import asset_id_for
 from app.core.indexing import PreparedAsset
 from app.core.models import Asset, Locator, Modality, Segment, SegmentKind
+from app.settings import Settings
 from ingestion.discovery import SIDECAR_SUFFIX, CaptionIndex
 
 # EXIF tag 0x010E ImageDescription; PNG text chunk keys that carry descriptions.
@@ -39,6 +40,22 @@ class ReadOptions:
     thumbnails_dir: Path  # absolute; thumbnails are stored under <dir>/<asset_id>.jpg
     thumbnails_rel: str  # the same folder relative to the data dir, as stored in payloads
     tags: tuple[str, ...] = ()
+
+
+def read_options_for(
+    settings: Settings, collection: str, *, tags: tuple[str, ...] = ()
+) -> ReadOptions:
+    """Read options from the settings; thumbnails go to <data dir>/thumbnails/<collection>."""
+    thumbnails_rel = f"thumbnails/{collection}"
+    return ReadOptions(
+        chunk_size=settings.ingestion.chunk_size,
+        chunk_overlap=settings.ingestion.chunk_overlap,
+        thumbnail_px=settings.ingestion.thumbnail_px,
+        max_file_bytes=settings.ingestion.max_file_bytes,
+        thumbnails_dir=(settings.data_dir / thumbnails_rel).resolve(),
+        thumbnails_rel=thumbnails_rel,
+        tags=tags,
+    )
 
 
 def _title_from(path: Path) -> str:

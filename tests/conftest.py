@@ -25,7 +25,7 @@ from app.demo.library import build_library
 from app.settings import Settings
 from app.wiring import collection_spec
 from ingestion.pipeline import IngestionPipeline, IngestReport, IngestRequest
-from ingestion.readers import ReadOptions
+from ingestion.readers import read_options_for
 
 
 @pytest.fixture(scope="session")
@@ -103,21 +103,11 @@ def ingest(
         verify: bool = False,
         tags: tuple[str, ...] = (),
     ) -> IngestReport:
-        collection = open_collection("default")
-        thumbs = settings.data_dir / "thumbnails" / "default"
         pipeline = IngestionPipeline(
-            collection,
+            open_collection("default"),
             clip,
             text_model,
-            ReadOptions(
-                chunk_size=settings.ingestion.chunk_size,
-                chunk_overlap=settings.ingestion.chunk_overlap,
-                thumbnail_px=settings.ingestion.thumbnail_px,
-                max_file_bytes=settings.ingestion.max_file_bytes,
-                thumbnails_dir=thumbs.resolve(),
-                thumbnails_rel="thumbnails/default",
-                tags=tags,
-            ),
+            read_options_for(settings, "default", tags=tags),
             write_batch_assets=4,
         )
         request = IngestRequest(paths=paths, sync=sync, dry_run=dry_run, verify=verify)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from app.adapters.llm_extractive import ExtractiveLLM
+from app.adapters.llm_extractive import ExtractiveLLM, best_sentences
 from app.core.answering import Answerer, extract_citations, render_context
 from app.core.errors import ConfigurationError
 from app.core.models import AnswerStatus, Asset, Modality, SearchHit, Segment, SegmentKind, Signal
@@ -104,6 +104,16 @@ def test_extractive_answer_quotes_and_cites_sources() -> None:
     assert "image: cat.jpg: A ginger cat. [1]" in answer.text
     assert "text: note.md: Feed at 8. [2]" in answer.text
     assert [c.number for c in answer.citations] == [1, 2]
+
+
+def test_extractive_quotes_whole_sentences_that_match_the_question() -> None:
+    text = (
+        "We saw the rocket hall.\nThe guide said the shuttle flew 135 missions.\n"
+        "Eileen Collins was the first woman to pilot\nand later command a space shuttle."
+    )
+    quote = best_sentences("Who was the first woman to command a shuttle?", text, limit=1)
+    assert quote == "Eileen Collins was the first woman to pilot and later command a space shuttle."
+    assert best_sentences("anything", "") == ""
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,7 @@ from app.http.app import Models, create_app
 from app.settings import Settings
 from app.wiring import collection_spec
 from ingestion.pipeline import IngestionPipeline, IngestRequest
-from ingestion.readers import ReadOptions
+from ingestion.readers import read_options_for
 from tests.conftest import make_settings
 
 Client = TestClient[Any]
@@ -35,12 +35,8 @@ def ingest_into(settings: Settings, models: Models, library: Path) -> None:
         collection = store.open(
             collection_spec(settings, settings.collection, models.clip, models.text), create=True
         )
-        rel = f"thumbnails/{settings.collection}"
         report = IngestionPipeline(
-            collection,
-            models.clip,
-            models.text,
-            ReadOptions(800, 120, 256, 10**9, (settings.data_dir / rel).resolve(), rel),
+            collection, models.clip, models.text, read_options_for(settings, settings.collection)
         ).run(IngestRequest(paths=(library,)))
         assert report.ok
     finally:

@@ -15,7 +15,7 @@ from app.core.models import Modality, SearchFilters, Signal
 from app.core.retrieval import QueryKind, RetrievalOptions, Retriever
 from app.wiring import collection_spec
 from ingestion.pipeline import IngestionPipeline, IngestRequest
-from ingestion.readers import ReadOptions
+from ingestion.readers import read_options_for
 from tests.conftest import make_settings
 
 
@@ -34,14 +34,11 @@ def ingested_collection(
     clip: OpenClipEmbedder, text_model: SentenceTextEmbedder, library: Path, root: Path
 ) -> Iterator[EdgeCollection]:
     store = EdgeVectorStore(root / "collections")
-    spec = collection_spec(make_settings(root), "lib", clip, text_model)
-    collection = store.open(spec, create=True)
-    report = IngestionPipeline(
-        collection,
-        clip,
-        text_model,
-        ReadOptions(800, 120, 64, 10**9, root / "thumbs", "thumbs"),
-    ).run(IngestRequest(paths=(library,)))
+    settings = make_settings(root)
+    collection = store.open(collection_spec(settings, "lib", clip, text_model), create=True)
+    report = IngestionPipeline(collection, clip, text_model, read_options_for(settings, "lib")).run(
+        IngestRequest(paths=(library,))
+    )
     assert report.ok
     yield collection
     store.close()

@@ -14,7 +14,7 @@ from app.core.ports import Completion, CompletionRequest, ContextSource
 _QUOTED_SOURCES = 3
 _SENTENCES_PER_SOURCE = 2
 _WORD = re.compile(r"[a-z0-9]+")
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _STOPWORDS = frozenset(
     (  # noqa: SIM905 - a word list reads best as words
         "a an and are as at be by do does for from how i in is it of on or the this to was what "
@@ -39,7 +39,8 @@ def _body(source: ContextSource) -> str:
 
 
 def best_sentences(question: str, text: str, limit: int = _SENTENCES_PER_SOURCE) -> str:
-    sentences = [s.strip() for s in _SENTENCE_END.split(text) if s.strip()]
+    flowing = " ".join(text.split())  # hard-wrapped lines belong to one sentence
+    sentences = [s.strip() for s in _SENTENCE_END.split(flowing) if s.strip()]
     if not sentences:
         return ""
     wanted = _words(question)

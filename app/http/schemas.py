@@ -101,19 +101,10 @@ class SearchResponse(Struct):
     hits: list[Hit]
 
 
-class CitationOut(Struct):
+class CitationOut(Hit, kw_only=True):
+    """A hit the answer cites as ``[number]``."""
+
     number: int
-    asset_id: str
-    segment_index: int
-    kind: str
-    modality: str
-    source: str
-    title: str
-    snippet: str
-    score: float
-    locator: LocatorOut
-    content_url: str
-    thumbnail_url: str | None
 
 
 class AskResponse(Struct):
@@ -240,25 +231,13 @@ def search_out(retrieval: Retrieval, collection: str) -> SearchResponse:
 
 
 def answer_out(answer: Answer, collection: str, retrieved: int) -> AskResponse:
-    citations = []
-    for c in answer.citations:
-        h = hit_out(c.hit, collection, relevant=True)
-        citations.append(
-            CitationOut(
-                number=c.number,
-                asset_id=h.asset_id,
-                segment_index=h.segment_index,
-                kind=h.kind,
-                modality=h.modality,
-                source=h.source,
-                title=h.title,
-                snippet=h.snippet,
-                score=h.score,
-                locator=h.locator,
-                content_url=h.content_url,
-                thumbnail_url=h.thumbnail_url,
-            )
+    citations = [
+        CitationOut(
+            number=c.number,
+            **msgspec.structs.asdict(hit_out(c.hit, collection, relevant=True)),
         )
+        for c in answer.citations
+    ]
     return AskResponse(
         answer=answer.text,
         status=answer.status.value,

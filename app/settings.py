@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from app.core.collections import COLLECTION_NAME_PATTERN
+from app.core.collections import BUILD_TIME_QUANTIZATION, COLLECTION_NAME_PATTERN
 from app.core.models import BinaryEncoding, QuantizationSpec, QueryEncoding
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -93,6 +93,11 @@ class QuantizationSettings(BaseModel):
         ge=0,
         description="Engine search threads; 0 = one per CPU. 1 measured fastest.",
     )
+
+    @property
+    def index_settings_explicit(self) -> bool:
+        """Whether a build-time setting was given (not just defaulted); see ``check_compatible``."""
+        return bool(self.model_fields_set & set(BUILD_TIME_QUANTIZATION))
 
     def spec(self) -> QuantizationSpec:
         return QuantizationSpec(

@@ -112,7 +112,11 @@ def _ingest(args: argparse.Namespace, console: Console) -> int:
         spec = collection_spec(settings, name, clip, text)
         collection = None
         if not args.dry_run or store.exists(name):
-            collection = store.open(spec, create=not args.dry_run)
+            collection = store.open(
+                spec,
+                create=not args.dry_run,
+                require_index_settings=settings.quantization.index_settings_explicit,
+            )
         else:
             console.print(f"collection {name!r} does not exist yet; every file would be new")
         pipeline = IngestionPipeline(

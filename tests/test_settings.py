@@ -29,6 +29,14 @@ def test_nested_environment_variables(monkeypatch: pytest.MonkeyPatch, tmp_path:
     assert "sk-secret" not in repr(s)
 
 
+def test_index_settings_count_as_explicit_only_when_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings(_env_file=None).quantization.index_settings_explicit is False  # type: ignore[call-arg]
+    monkeypatch.setenv("MMRAG_QUANTIZATION__OVERSAMPLING", "8")  # query time: still not explicit
+    assert Settings(_env_file=None).quantization.index_settings_explicit is False  # type: ignore[call-arg]
+    monkeypatch.setenv("MMRAG_QUANTIZATION__ENCODING", "2bit")
+    assert Settings(_env_file=None).quantization.index_settings_explicit is True  # type: ignore[call-arg]
+
+
 def test_dotenv_file_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("MMRAG_COLLECTION=photos\nMMRAG_HTTP__PORT=9001\n")
     monkeypatch.chdir(tmp_path)

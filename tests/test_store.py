@@ -147,13 +147,23 @@ def test_opening_with_other_models_fails_clearly(tmp_path: Path) -> None:
     store = EdgeVectorStore(tmp_path)
     with pytest.raises(CollectionMismatchError, match=r"text.name: collection has 'text-test'"):
         store.open(other, create=True)
-    # Query-time knobs may change freely.
+    # Query-time knobs may change freely; build-time ones stay the collection's own...
     relaxed = dataclasses.replace(
-        SPEC, quantization=dataclasses.replace(SPEC.quantization, oversampling=8.0, hnsw_ef=200)
+        SPEC,
+        quantization=dataclasses.replace(
+            SPEC.quantization, oversampling=8.0, hnsw_ef=200, encoding=BinaryEncoding.ONE_BIT
+        ),
     )
     collection = store.open(relaxed, create=False)
     assert collection.spec.quantization.oversampling == 8.0
     assert collection.spec.quantization.encoding is BinaryEncoding.ONE_AND_HALF_BITS
+    store.close()
+    # ...unless the caller asks for them on purpose.
+    store = EdgeVectorStore(tmp_path)
+    with pytest.raises(
+        CollectionMismatchError, match=r"quantization\.encoding: collection has 1\.5bit"
+    ):
+        store.open(relaxed, create=False, require_index_settings=True)
     store.close()
 
 

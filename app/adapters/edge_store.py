@@ -363,17 +363,25 @@ class EdgeVectorStore:
             return []
         return sorted(p.name for p in self._root.iterdir() if (p / _SPEC_FILE).is_file())
 
-    def open(self, spec: CollectionSpec, *, create: bool) -> EdgeCollection:
+    def open(
+        self, spec: CollectionSpec, *, create: bool, require_index_settings: bool = False
+    ) -> EdgeCollection:
         with self._lock:
             if spec.name in self._open:
                 collection = self._open[spec.name]
-                check_compatible(collection.spec, spec)
+                check_compatible(
+                    collection.spec, spec, require_index_settings=require_index_settings
+                )
                 return collection
-            collection = self._open_unlocked(spec, create=create)
+            collection = self._open_unlocked(
+                spec, create=create, require_index_settings=require_index_settings
+            )
             self._open[spec.name] = collection
             return collection
 
-    def _open_unlocked(self, spec: CollectionSpec, *, create: bool) -> EdgeCollection:
+    def _open_unlocked(
+        self, spec: CollectionSpec, *, create: bool, require_index_settings: bool
+    ) -> EdgeCollection:
         path = self._dir(spec.name)
         spec_file = path / _SPEC_FILE
         if not spec_file.is_file():
@@ -396,7 +404,7 @@ class EdgeVectorStore:
         except (ValueError, KeyError, TypeError) as exc:
             msg = f"{spec_file} is unreadable ({exc}); the collection cannot be opened safely"
             raise CollectionMismatchError(msg) from exc
-        check_compatible(stored, spec)
+        check_compatible(stored, spec, require_index_settings=require_index_settings)
         effective = with_query_time_settings(stored, spec)
         shard_dir = path / _SHARD_DIR
         if (shard_dir / "edge_config.json").is_file():

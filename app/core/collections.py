@@ -55,8 +55,15 @@ def spec_from_dict(data: dict[str, Any]) -> CollectionSpec:
     )
 
 
-def check_compatible(stored: CollectionSpec, wanted: CollectionSpec) -> None:
-    """Fail when the configured models or build-time index settings differ from the stored ones."""
+def check_compatible(
+    stored: CollectionSpec, wanted: CollectionSpec, *, require_index_settings: bool = False
+) -> None:
+    """Fail when the configured models differ from the stored ones: that would mix vector spaces.
+
+    Build-time index settings (encoding, query encoding, HNSW graph) are the collection's own
+    once it exists; they are only enforced when the caller set them on purpose
+    (``require_index_settings``), so changing a default never locks anyone out of their data.
+    """
     problems: list[str] = []
     for signal in ("clip", "text"):
         have: EmbeddingModelInfo = getattr(stored, signal)
@@ -65,10 +72,10 @@ def check_compatible(stored: CollectionSpec, wanted: CollectionSpec) -> None:
             a, b = getattr(have, f.name), getattr(want, f.name)
             if a != b:
                 problems.append(f"{signal}.{f.name}: collection has {a!r}, settings give {b!r}")
-    for name in BUILD_TIME_QUANTIZATION:
+    for name in BUILD_TIME_QUANTIZATION if require_index_settings else ():
         a, b = getattr(stored.quantization, name), getattr(wanted.quantization, name)
         if a != b:
-            problems.append(f"quantization.{name}: collection has {a!r}, settings give {b!r}")
+            problems.append(f"quantization.{name}: collection has {a}, settings give {b}")
     if problems:
         msg = (
             f"collection {stored.name!r} was built with other settings; mixing them would "

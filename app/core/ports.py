@@ -87,9 +87,13 @@ class VectorStore(Protocol):
 
     def names(self) -> list[str]: ...
 
-    def open(self, spec: CollectionSpec, *, create: bool) -> VectorCollection:
+    def open(
+        self, spec: CollectionSpec, *, create: bool, require_index_settings: bool = False
+    ) -> VectorCollection:
         """Open ``spec.name``; create it when missing and ``create`` is set.
 
+        An existing collection keeps its build-time index settings unless
+        ``require_index_settings`` asks for ``spec``'s (then a difference is an error).
         Raises CollectionNotFoundError, CollectionMismatchError or StoreLockedError.
         """
         ...

@@ -12,11 +12,16 @@ from app.core.errors import MMRagError
 def main() -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import uvicorn
+    from pydantic import ValidationError
 
     from app.http.app import create_app
     from app.settings import Settings
 
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        print(f"invalid settings (MMRAG_* environment or .env): {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

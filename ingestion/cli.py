@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -151,7 +152,8 @@ class _RichProgress:
         self._task = progress.add_task("planning (hashing files)…", total=None)
 
     def start(self, total: int) -> None:
-        self._progress.update(self._task, total=total, description="ingesting")
+        description = "ingesting" if total else "nothing new to ingest"
+        self._progress.update(self._task, total=total, description=description)
 
     def advance(self, done: int, description: str) -> None:
         self._progress.update(self._task, advance=done, description=description)
@@ -182,6 +184,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _ingest(args, console)
     except MMRagError as exc:
         console.print(f"[red]error:[/red] {exc}")
+        return EXIT_CANNOT_RUN
+    except ValidationError as exc:
+        console.print(f"[red]invalid settings[/red] (MMRAG_* environment or .env): {exc}")
         return EXIT_CANNOT_RUN
     except KeyboardInterrupt:
         console.print(

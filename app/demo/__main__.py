@@ -75,7 +75,7 @@ def choose_clip(workdir: Path, env: dict[str, str]) -> str:
 
 def run_ingest(library: Path, env: dict[str, str]) -> int:
     cmd = [sys.executable, "-m", "ingestion", "ingest", str(library), "--tag", "demo", "--sync"]
-    say(f"$ {' '.join(cmd[1:])}")
+    say(f"$ python {' '.join(cmd[1:])}")
     return subprocess.run(cmd, env=env, check=False).returncode  # noqa: S603 - our own CLI
 
 
@@ -177,7 +177,14 @@ def main(argv: list[str] | None = None) -> int:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
-    say("\nservice stopped. Data stays in " + str(data_dir) + "; run `make serve` to explore it.")
+    own = " ".join(
+        f"{k}={v}"
+        for k, v in sorted(env.items())
+        if k.startswith("MMRAG_")
+        and k not in {"MMRAG_HTTP__PORT", "MMRAG_LOG_LEVEL"}
+        and os.environ.get(k) != v
+    )
+    say(f"\nservice stopped. The data stays in {data_dir}; to explore it:\n  {own} make serve")
     return 0
 
 

@@ -61,6 +61,13 @@ def test_missing_checkpoint_names_the_setting(tmp_path: Path) -> None:
         OpenClipEmbedder("ViT-B-32", pretrained="none", checkpoint=tmp_path / "nope.pt")
 
 
+def test_unreadable_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "truncated.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelUnavailableError, match=r"could not load open_clip weights 'truncated"):
+        OpenClipEmbedder("ViT-B-32", pretrained="none", checkpoint=bad)
+
+
 def test_unknown_model_and_tag_are_configuration_errors() -> None:
     with pytest.raises(ConfigurationError, match="unknown open_clip model 'ViT-Nope'"):
         OpenClipEmbedder("ViT-Nope", pretrained="none")

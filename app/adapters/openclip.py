@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import pickle
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -104,10 +105,18 @@ class OpenClipEmbedder:
                 model, _, preprocess = open_clip.create_model_and_transforms(
                     model_name, pretrained=weights, device=self._device
                 )
-        except (RuntimeError, OSError, ValueError, KeyError) as exc:
+        except (
+            RuntimeError,
+            OSError,
+            ValueError,
+            KeyError,
+            EOFError,
+            pickle.UnpicklingError,
+        ) as exc:
             msg = (
-                f"could not load open_clip weights {weights_label!r} for {model_name}: {exc}. "
-                "Set MMRAG_CLIP__CHECKPOINT to a local weights file, or check the network."
+                f"could not load open_clip weights {weights_label!r} for {model_name}: "
+                f"{str(exc)[:300]}. Point MMRAG_CLIP__CHECKPOINT at a {model_name} state_dict "
+                "(.pt/.bin/.safetensors), or check the network."
             )
             raise ModelUnavailableError(msg) from exc
         model.eval()

@@ -187,10 +187,6 @@ class EdgeCollection:
     def spec(self) -> CollectionSpec:
         return self._spec
 
-    @property
-    def path(self) -> Path:
-        return self._path
-
     def engine_config(self) -> dict[str, Any]:
         """The engine's own persisted configuration, as it reads it back."""
         data: dict[str, Any] = json.loads(
@@ -357,11 +353,6 @@ class EdgeVectorStore:
 
     def exists(self, name: str) -> bool:
         return (self._dir(name) / _SPEC_FILE).is_file()
-
-    def names(self) -> list[str]:
-        if not self._root.is_dir():
-            return []
-        return sorted(p.name for p in self._root.iterdir() if (p / _SPEC_FILE).is_file())
 
     def open(
         self, spec: CollectionSpec, *, create: bool, require_index_settings: bool = False

@@ -189,10 +189,6 @@ class OpenClipEmbedder:
     def info(self) -> EmbeddingModelInfo:
         return self._info
 
-    @property
-    def device(self) -> str:
-        return self._device
-
     def state_dict(self) -> dict[str, Any]:
         """The model's weights, as ``torch.save`` writes a checkpoint."""
         return dict(self._model.state_dict())

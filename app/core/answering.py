@@ -88,10 +88,6 @@ class Answerer:
         self._max_tokens = max_tokens
         self._temperature = temperature
 
-    @property
-    def provider(self) -> str:
-        return self._llm.name
-
     async def answer(self, question: str, relevant_hits: Sequence[SearchHit]) -> Answer:
         if not relevant_hits:
             return Answer(

@@ -85,8 +85,6 @@ class VectorStore(Protocol):
 
     def exists(self, name: str) -> bool: ...
 
-    def names(self) -> list[str]: ...
-
     def open(
         self, spec: CollectionSpec, *, create: bool, require_index_settings: bool = False
     ) -> VectorCollection:

@@ -84,6 +84,15 @@ class _Job:
     outcome: Outcome
 
 
+@dataclass(frozen=True, slots=True)
+class _Deletion:
+    """Stored assets of one source to delete without reading anything."""
+
+    source: str
+    assets: tuple[IndexedAsset, ...]
+    outcome: Outcome  # REMOVED: the file is gone (--sync); REPAIRED: leftover old versions
+
+
 class ProgressSink(Protocol):
     """Where the pipeline reports progress (the CLI draws a bar from it)."""
 
@@ -130,8 +139,10 @@ class IngestionPipeline:
         self._read = read_options
         self._batch = write_batch_assets
 
-    def plan(self, request: IngestRequest, report: IngestReport) -> tuple[list[_Job], list[str]]:
-        """Which files to (re)ingest and which stored assets to remove; hashes every file."""
+    def plan(
+        self, request: IngestRequest, report: IngestReport
+    ) -> tuple[list[_Job], list[_Deletion]]:
+        """Which files to (re)ingest and which stored assets to delete."""
         found = discover(request.paths)
         report.unsupported = [str(p) for p in found.unsupported]
         report.missing_roots = [str(p) for p in found.missing]
@@ -140,6 +151,7 @@ class IngestionPipeline:
             for item in self._collection.indexed_assets() if self._collection else []:
                 by_source[item.source].append(item)
             jobs: list[_Job] = []
+            deletions: list[_Deletion] = []
             present: set[str] = set()
             for file in found.files:
                 source = str(file.path)
@@ -157,20 +169,25 @@ class IngestionPipeline:
                 job = self._job_for(file, sha, stored)
                 if job is None:
                     report.results.append(FileResult(source, Outcome.UNCHANGED))
+                elif isinstance(job, _Deletion):
+                    deletions.append(job)
                 else:
                     jobs.append(job)
-            removals = self._gone(request.paths, by_source.keys(), present) if request.sync else []
-        return jobs, removals
+            if request.sync:
+                deletions.extend(
+                    _Deletion(source, tuple(by_source[source]), Outcome.REMOVED)
+                    for source in self._gone(request.paths, by_source.keys(), present)
+                )
+        return jobs, deletions
 
     @staticmethod
-    def _job_for(file: Discovered, sha: str, stored: list[IndexedAsset]) -> _Job | None:
+    def _job_for(file: Discovered, sha: str, stored: list[IndexedAsset]) -> _Job | _Deletion | None:
         asset_id = asset_id_for(sha, str(file.path))
         current = [a for a in stored if a.asset_id == asset_id]
         stale = tuple(a for a in stored if a.asset_id != asset_id)
         if current and current[0].complete:
-            if not stale:
-                return None
-            return _Job(file, sha, stale, Outcome.REPAIRED)
+            # Stored and whole: at most old versions left by an interrupted run to delete.
+            return _Deletion(str(file.path), stale, Outcome.REPAIRED) if stale else None
         if current:
             outcome = Outcome.REPAIRED
         elif stale:
@@ -193,13 +210,16 @@ class IngestionPipeline:
 
     def run(self, request: IngestRequest, progress: ProgressSink | None = None) -> IngestReport:
         report = IngestReport()
-        jobs, removals = self.plan(request, report)
+        jobs, deletions = self.plan(request, report)
         if request.dry_run or self._collection is None:
             report.results.extend(
                 FileResult(str(j.file.path), Outcome.PLANNED, j.outcome.value) for j in jobs
             )
             report.results.extend(
-                FileResult(s, Outcome.REMOVED, "would be removed") for s in removals
+                FileResult(d.source, Outcome.REMOVED, "would be removed")
+                if d.outcome is Outcome.REMOVED
+                else FileResult(d.source, Outcome.PLANNED, d.outcome.value)
+                for d in deletions
             )
             return report
         sink = progress or _NoProgress()
@@ -209,9 +229,9 @@ class IngestionPipeline:
             batch = jobs[start : start + self._batch]
             self._run_batch(batch, captions, report, sink)
         report.warnings.extend(captions.problems)
-        if removals:
-            self._remove(removals, report)
-        if jobs or removals:
+        if deletions:
+            self._delete(deletions, report)
+        if jobs or deletions:
             with self._timed(report, "optimize"):
                 self._writable().optimize()
         return report
@@ -259,13 +279,12 @@ class IngestionPipeline:
             return read_image(job.file.path, job.sha256, self._read, captions)
         return read_text(job.file.path, job.sha256, self._read)
 
-    def _remove(self, sources: Sequence[str], report: IngestReport) -> None:
+    def _delete(self, deletions: Sequence[_Deletion], report: IngestReport) -> None:
+        asset_ids = [a.asset_id for d in deletions for a in d.assets]
         with self._timed(report, "write"):
-            gone = set(sources)
-            stored = [a for a in self._writable().indexed_assets() if a.source in gone]
-            self._writable().delete_assets([a.asset_id for a in stored])
-            self._drop_thumbnails(a.asset_id for a in stored)
-        report.results.extend(FileResult(s, Outcome.REMOVED) for s in sources)
+            self._writable().delete_assets(asset_ids)
+            self._drop_thumbnails(asset_ids)
+        report.results.extend(FileResult(d.source, d.outcome) for d in deletions)
 
     def _drop_thumbnails(self, asset_ids: Iterable[str]) -> None:
         for asset_id in asset_ids:

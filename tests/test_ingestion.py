@@ -15,7 +15,7 @@ from app.adapters.edge_store import EdgeCollection
 from app.adapters.openclip import OpenClipEmbedder
 from app.adapters.text_embedder import SentenceTextEmbedder
 from app.core.ids import asset_id_for, sha256_file
-from app.core.models import SegmentKind, Signal, VectorQuery
+from app.core.models import EmbeddedSegment, SegmentKind, Signal, VectorQuery
 from app.settings import Settings
 from ingestion.discovery import discover
 from ingestion.pipeline import IngestReport, Outcome
@@ -245,6 +245,35 @@ def test_interrupted_asset_is_repaired_and_stale_versions_removed(
     assert [r.outcome for r in report.results] == [Outcome.REPAIRED]
     (repaired,) = collection.indexed_assets()
     assert repaired.complete and repaired.asset_id == asset.asset_id
+
+
+def test_leftover_old_version_is_deleted_without_re_embedding(
+    ingest: Callable[..., IngestReport],
+    open_collection: Callable[[str], EdgeCollection],
+    text_model: SentenceTextEmbedder,
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    note = folder / "note.txt"
+    note.write_text("Version one of the note.")
+    ingest(folder)
+    collection = open_collection("default")
+    (old,) = collection.asset_segments(collection.indexed_assets()[0].asset_id)
+    note.write_text("Version two of the note, a little longer.")
+    ingest(folder)
+    # As if the run had died after writing version two but before deleting version one.
+    collection.upsert(
+        [EmbeddedSegment(old, {Signal.TEXT: text_model.embed_texts([old.text or ""])[0]})]
+    )
+    assert len(collection.indexed_assets()) == 2
+
+    report = ingest(folder)
+    assert [r.outcome for r in report.results] == [Outcome.REPAIRED]
+    assert "embed" not in report.timings_s  # the current version is whole: nothing re-read
+    (kept,) = collection.indexed_assets()
+    assert kept.asset_id != old.asset.asset_id
+    assert collection.asset_segments(old.asset.asset_id) == []
 
 
 def test_dry_run_writes_nothing(

@@ -95,8 +95,30 @@ def _summary(report: IngestReport, console: Console, *, dry_run: bool) -> None:
         console.print(f"time by stage: {stages}")
 
 
+def _all_missing(paths: Sequence[Path]) -> list[Path]:
+    """The given paths when none of them exists (then there is nothing to do), else [].
+
+    A path that cannot be looked at (permission denied) is not missing: discovery reports it.
+    """
+    missing = []
+    for path in paths:
+        try:
+            path.lstat()
+        except (FileNotFoundError, NotADirectoryError):
+            missing.append(path)
+        except OSError:
+            return []
+    return missing if len(missing) == len(paths) else []
+
+
 def _ingest(args: argparse.Namespace, console: Console) -> int:
     settings = _settings(args)
+    paths = tuple(p.expanduser() for p in args.paths)
+    if missing := _all_missing(paths):
+        # Checked before loading models or creating a collection: nothing could run.
+        for path in missing:
+            console.print(f"[red]path not found:[/red] {path}")
+        return EXIT_CANNOT_RUN
     from app.wiring import build_clip, build_store, build_text, collection_spec
 
     with console.status("loading models…"):
@@ -128,10 +150,11 @@ def _ingest(args: argparse.Namespace, console: Console) -> int:
             write_batch_assets=settings.ingestion.write_batch_assets,
         )
         request = IngestRequest(
-            paths=tuple(p.expanduser() for p in args.paths),
+            paths=paths,
             sync=args.sync,
             dry_run=args.dry_run,
             verify=args.verify,
+            exclude=(settings.data_dir,),
         )
         report = _run_with_progress(pipeline, request, console, quiet=args.quiet)
         if collection is not None and not args.dry_run:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,8 +40,18 @@ def is_sidecar(path: Path) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Discovered:
-    path: Path
+    path: Path  # resolved: no link on the way, inside ``root``
     modality: Modality
+    root: Path  # the resolved library root it was found under
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """Something found under a root that must not be read, with the reason."""
+
+    path: Path  # as it stands in the library (for a link: the link, never its target)
+    reason: str
+    target: Path | None = None  # where an escaping link leads: stored copies of it must go
 
 
 @dataclass(slots=True)
@@ -47,39 +59,120 @@ class Discovery:
     files: list[Discovered] = field(default_factory=list)
     unsupported: list[Path] = field(default_factory=list)
     missing: list[Path] = field(default_factory=list)
+    refused: list[Refused] = field(default_factory=list)
+    skipped_dirs: list[Path] = field(default_factory=list)  # data directories never descended
 
 
-def _walk(root: Path) -> Iterator[Path]:
-    if root.is_file():
-        yield root
-        return
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root)
-        if any(part.startswith(".") for part in rel.parts):
-            continue  # hidden files and folders (.git, .DS_Store, editor swap files)
-        if path.is_file():
-            yield path
+def library_root(root: Path) -> Path:
+    """The folder a path given on the command line stands for: itself, or a file's folder."""
+    return root.resolve() if root.is_dir() else root.parent.resolve()
 
 
-def discover(roots: Iterable[Path]) -> Discovery:
+class _Walker:
+    """Walks library roots without leaving them.
+
+    Symbolic links: a link to a *file* is followed when its target stays inside the root being
+    scanned (the target is stored, once); a link whose target leaves the root, or is broken, is
+    refused and reported. Links to *folders* are never descended: inside the root their files
+    are reached through their real path anyway, and one that leads outside is refused.
+    Hidden entries (``.git``, ``.DS_Store``) and the excluded folders (the data directory) are
+    skipped; anything that is not a regular file (a FIFO, a socket) is unsupported.
+    """
+
+    def __init__(self, exclude: Iterable[Path], found: Discovery) -> None:
+        self._exclude = {p.resolve() for p in exclude}
+        self._found = found
+
+    def _excluded(self, path: Path) -> bool:
+        return any(path == ex or path.is_relative_to(ex) for ex in self._exclude)
+
+    def walk(self, given: Path) -> Iterator[tuple[Path, Path]]:
+        """(resolved file, resolved root) pairs under a path given by the user."""
+        try:
+            given.stat()
+        except FileNotFoundError:
+            self._found.missing.append(given)
+            return
+        except OSError as exc:
+            self._found.refused.append(Refused(given, f"cannot access: {exc.strerror or exc}"))
+            return
+        base = library_root(given)
+        if self._excluded(base):
+            self._found.skipped_dirs.append(base)
+            return
+        if not given.is_dir():
+            if (real := self._inside(base / given.name, base)) is not None:
+                yield real, base
+            return
+        for dirpath, dirnames, filenames in os.walk(base, onerror=self._unreadable):
+            folder = Path(dirpath)
+            dirnames[:] = [name for name in sorted(dirnames) if self._descend(folder / name, base)]
+            for name in sorted(filenames):
+                if name.startswith("."):
+                    continue
+                if (real := self._inside(folder / name, base)) is not None:
+                    yield real, base
+
+    def _descend(self, sub: Path, base: Path) -> bool:
+        if sub.name.startswith("."):
+            return False
+        if sub.is_symlink():
+            self._inside(sub, base)  # refused when it leads outside; never descended
+            return False
+        if self._excluded(sub):
+            self._found.skipped_dirs.append(sub)
+            return False
+        return True
+
+    def _inside(self, path: Path, base: Path) -> Path | None:
+        """The real path of ``path`` when it is a regular file inside ``base``; else report."""
+        if not path.is_symlink():
+            return path if self._regular(path) else None
+        try:
+            target = path.resolve(strict=True)
+        except (OSError, RuntimeError):
+            self._found.refused.append(Refused(path, "broken symbolic link"))
+            return None
+        if not target.is_relative_to(base):
+            reason = "symbolic link leads outside the library folder; refused"
+            self._found.refused.append(Refused(path, reason, target))
+            return None
+        if target.is_dir():
+            return None  # an in-root folder link: its files are reached through the real path
+        return target if self._regular(target) else None
+
+    def _regular(self, path: Path) -> bool:
+        try:
+            mode = path.stat().st_mode
+        except OSError as exc:
+            self._found.refused.append(Refused(path, f"cannot access: {exc.strerror or exc}"))
+            return False
+        if not stat.S_ISREG(mode):
+            self._found.unsupported.append(path)
+            return False
+        return True
+
+    def _unreadable(self, exc: OSError) -> None:
+        where = Path(exc.filename) if exc.filename else Path()
+        self._found.refused.append(Refused(where, f"folder unreadable: {exc.strerror or exc}"))
+
+
+def discover(roots: Iterable[Path], *, exclude: Iterable[Path] = ()) -> Discovery:
     found = Discovery()
+    walker = _Walker(exclude, found)
     seen: set[Path] = set()
     for root in roots:
-        if not root.exists():
-            found.missing.append(root)
-            continue
-        for path in _walk(root):
-            resolved = path.resolve()
-            if resolved in seen:
+        for path, base in walker.walk(root):
+            if path in seen:
                 continue
-            seen.add(resolved)
+            seen.add(path)
             if path.name in MANIFEST_NAMES or is_sidecar(path):
                 continue
             modality = modality_of(path)
             if modality is None:
-                found.unsupported.append(resolved)
+                found.unsupported.append(path)
             else:
-                found.files.append(Discovered(resolved, modality))
+                found.files.append(Discovered(path, modality, base))
     return found
 
 

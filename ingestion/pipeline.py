@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
@@ -24,10 +25,12 @@ from app.core.ids import asset_id_for, sha256_file
 from app.core.indexing import PreparedAsset, embed_segments
 from app.core.models import IndexedAsset, Modality
 from app.core.ports import ImageTextEmbedder, TextEmbedder, VectorCollection
-from ingestion.discovery import CaptionIndex, Discovered, discover
+from ingestion.discovery import CaptionIndex, Discovered, Discovery, discover
 from ingestion.readers import AssetReadError, ReadOptions, read_image, read_text
 
 log = logging.getLogger(__name__)
+
+_THUMBNAIL = re.compile(r"[0-9a-f]{32}\.jpg(\.tmp)?")
 
 
 class Outcome(StrEnum):
@@ -46,6 +49,7 @@ class FileResult:
     outcome: Outcome
     reason: str | None = None
     segments: int = 0
+    asset_id: str | None = None  # the asset written, for outcomes that write one
 
 
 @dataclass(slots=True)
@@ -74,6 +78,7 @@ class IngestRequest:
     sync: bool = False
     dry_run: bool = False
     verify: bool = False  # hash every file even when its size and mtime are unchanged
+    exclude: tuple[Path, ...] = ()  # folders never descended (the data directory)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +95,15 @@ class _Deletion:
 
     source: str
     assets: tuple[IndexedAsset, ...]
-    outcome: Outcome  # REMOVED: the file is gone (--sync); REPAIRED: leftover old versions
+    outcome: Outcome  # REMOVED: the file is gone (--sync) or outside its library; REPAIRED: old
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    jobs: list[_Job]
+    deletions: list[_Deletion]
+    stored_ids: frozenset[str]  # every asset stored before the run
 
 
 class ProgressSink(Protocol):
@@ -116,6 +129,8 @@ def _looks_unchanged(path: Path, stored: list[IndexedAsset]) -> bool:
     """
     if len(stored) != 1 or not stored[0].complete or stored[0].mtime_ns is None:
         return False
+    if stored[0].root is None:
+        return False  # stored before library roots were recorded: read again to record it
     try:
         stat = path.stat()
     except OSError:
@@ -139,13 +154,18 @@ class IngestionPipeline:
         self._read = read_options
         self._batch = write_batch_assets
 
-    def plan(
-        self, request: IngestRequest, report: IngestReport
-    ) -> tuple[list[_Job], list[_Deletion]]:
+    def plan(self, request: IngestRequest, report: IngestReport) -> _Plan:
         """Which files to (re)ingest and which stored assets to delete."""
-        found = discover(request.paths)
+        found = discover(request.paths, exclude=request.exclude)
         report.unsupported = [str(p) for p in found.unsupported]
         report.missing_roots = [str(p) for p in found.missing]
+        report.results.extend(
+            FileResult(str(r.path), Outcome.FAILED, r.reason) for r in found.refused
+        )
+        report.warnings.extend(
+            f"did not descend into {d}: it holds the data directory (collections, thumbnails)"
+            for d in found.skipped_dirs
+        )
         with self._timed(report, "plan"):
             by_source: dict[str, list[IndexedAsset]] = defaultdict(list)
             for item in self._collection.indexed_assets() if self._collection else []:
@@ -173,19 +193,48 @@ class IngestionPipeline:
                     deletions.append(job)
                 else:
                     jobs.append(job)
+            deletions.extend(self._escaped(found, by_source, present))
             if request.sync:
+                gone, unsure = self._gone(request.paths, by_source.keys(), present)
                 deletions.extend(
-                    _Deletion(source, tuple(by_source[source]), Outcome.REMOVED)
-                    for source in self._gone(request.paths, by_source.keys(), present)
+                    _Deletion(source, tuple(by_source[source]), Outcome.REMOVED) for source in gone
                 )
-        return jobs, deletions
+                report.warnings.extend(
+                    f"kept {source}: cannot tell whether it still exists ({why})"
+                    for source, why in unsure
+                )
+        stored_ids = frozenset(a.asset_id for items in by_source.values() for a in items)
+        return _Plan(jobs, deletions, stored_ids)
+
+    @staticmethod
+    def _escaped(
+        found: Discovery, by_source: dict[str, list[IndexedAsset]], present: set[str]
+    ) -> Iterator[_Deletion]:
+        """What an escaping link let in before links were checked goes, whatever --sync says.
+
+        Only copies stored without a library root (or outside it): a file that another library
+        holds in its own right is not touched because some link points at it.
+        """
+        for refused in found.refused:
+            target = str(refused.target) if refused.target else None
+            if target is None or target in present or target not in by_source:
+                continue
+            escaped = tuple(
+                a
+                for a in by_source[target]
+                if a.root is None or not Path(a.source).is_relative_to(a.root)
+            )
+            if escaped:
+                reason = f"stored through {refused.path}, which leads outside the library"
+                yield _Deletion(target, escaped, Outcome.REMOVED, reason)
+                by_source[target] = [a for a in by_source[target] if a not in escaped]
 
     @staticmethod
     def _job_for(file: Discovered, sha: str, stored: list[IndexedAsset]) -> _Job | _Deletion | None:
         asset_id = asset_id_for(sha, str(file.path))
         current = [a for a in stored if a.asset_id == asset_id]
         stale = tuple(a for a in stored if a.asset_id != asset_id)
-        if current and current[0].complete:
+        if current and current[0].complete and current[0].root is not None:
             # Stored and whole: at most old versions left by an interrupted run to delete.
             return _Deletion(str(file.path), stale, Outcome.REPAIRED) if stale else None
         if current:
@@ -197,26 +246,40 @@ class IngestionPipeline:
         return _Job(file, sha, stale, outcome)
 
     @staticmethod
-    def _gone(roots: Sequence[Path], stored: Iterable[str], present: set[str]) -> list[str]:
-        """Stored sources under the scanned roots whose files no longer exist."""
-        prefixes = [str(r.resolve()) for r in roots]
-        return sorted(
-            source
-            for source in stored
-            if source not in present
-            and any(source == p or source.startswith(p.rstrip(os.sep) + os.sep) for p in prefixes)
-            and not Path(source).exists()
-        )
+    def _gone(
+        roots: Sequence[Path], stored: Iterable[str], present: set[str]
+    ) -> tuple[list[str], list[tuple[str, str]]]:
+        """Stored sources under the scanned roots whose files no longer exist, and those whose
+        existence cannot be checked (an unreadable folder on the way: they are kept)."""
+        prefixes = []
+        for root in roots:
+            with contextlib.suppress(OSError, RuntimeError):
+                prefixes.append(str(root.resolve()))
+        gone: list[str] = []
+        unsure: list[tuple[str, str]] = []
+        for source in sorted(stored):
+            if source in present or not any(
+                source == p or source.startswith(p.rstrip(os.sep) + os.sep) for p in prefixes
+            ):
+                continue
+            try:
+                Path(source).stat()
+            except (FileNotFoundError, NotADirectoryError):
+                gone.append(source)
+            except OSError as exc:
+                unsure.append((source, exc.strerror or str(exc)))
+        return gone, unsure
 
     def run(self, request: IngestRequest, progress: ProgressSink | None = None) -> IngestReport:
         report = IngestReport()
-        jobs, deletions = self.plan(request, report)
+        plan = self.plan(request, report)
+        jobs, deletions = plan.jobs, plan.deletions
         if request.dry_run or self._collection is None:
             report.results.extend(
                 FileResult(str(j.file.path), Outcome.PLANNED, j.outcome.value) for j in jobs
             )
             report.results.extend(
-                FileResult(d.source, Outcome.REMOVED, "would be removed")
+                FileResult(d.source, Outcome.REMOVED, d.reason or "would be removed")
                 if d.outcome is Outcome.REMOVED
                 else FileResult(d.source, Outcome.PLANNED, d.outcome.value)
                 for d in deletions
@@ -231,7 +294,8 @@ class IngestionPipeline:
         report.warnings.extend(captions.problems)
         if deletions:
             self._delete(deletions, report)
-        if jobs or deletions:
+        self._sweep_thumbnails(plan, report)
+        if jobs or deletions or self._writable().optimize_pending:
             with self._timed(report, "optimize"):
                 self._writable().optimize()
         return report
@@ -269,26 +333,44 @@ class IngestionPipeline:
         for item in embedded:
             written[item.segment.asset.asset_id] += 1
         for job, asset in prepared:
+            asset_id = asset.asset.asset_id
             report.results.append(
-                FileResult(str(job.file.path), job.outcome, segments=written[asset.asset.asset_id])
+                FileResult(
+                    str(job.file.path), job.outcome, segments=written[asset_id], asset_id=asset_id
+                )
             )
             sink.advance(1, job.file.path.name)
 
     def _prepare(self, job: _Job, captions: CaptionIndex) -> PreparedAsset:
-        if job.file.modality is Modality.IMAGE:
-            return read_image(job.file.path, job.sha256, self._read, captions)
-        return read_text(job.file.path, job.sha256, self._read)
+        file = job.file
+        if file.modality is Modality.IMAGE:
+            return read_image(file.path, job.sha256, self._read, captions, root=file.root)
+        return read_text(file.path, job.sha256, self._read, root=file.root)
 
     def _delete(self, deletions: Sequence[_Deletion], report: IngestReport) -> None:
         asset_ids = [a.asset_id for d in deletions for a in d.assets]
         with self._timed(report, "write"):
             self._writable().delete_assets(asset_ids)
             self._drop_thumbnails(asset_ids)
-        report.results.extend(FileResult(d.source, d.outcome) for d in deletions)
+        report.results.extend(FileResult(d.source, d.outcome, d.reason) for d in deletions)
 
     def _drop_thumbnails(self, asset_ids: Iterable[str]) -> None:
         for asset_id in asset_ids:
             (self._read.thumbnails_dir / f"{asset_id}.jpg").unlink(missing_ok=True)
+
+    def _sweep_thumbnails(self, plan: _Plan, report: IngestReport) -> None:
+        """Remove thumbnails no stored asset owns (left by a run killed mid-way)."""
+        folder = self._read.thumbnails_dir
+        if not folder.is_dir():
+            return
+        deleted = {a.asset_id for d in plan.deletions for a in d.assets}
+        deleted |= {a.asset_id for j in plan.jobs for a in j.stale}
+        written = {r.asset_id for r in report.results if r.asset_id}
+        owned = (plan.stored_ids - deleted) | written
+        for thumb in folder.iterdir():
+            asset_id = thumb.name.split(".", 1)[0]
+            if _THUMBNAIL.fullmatch(thumb.name) and asset_id not in owned:
+                thumb.unlink(missing_ok=True)
 
     @staticmethod
     @contextlib.contextmanager

@@ -143,7 +143,7 @@ def _write_thumbnail(img: Image.Image, asset_id: str, options: ReadOptions) -> s
 
 
 def read_image(
-    path: Path, sha256: str, options: ReadOptions, captions: CaptionIndex
+    path: Path, sha256: str, options: ReadOptions, captions: CaptionIndex, *, root: Path
 ) -> PreparedAsset:
     size, mtime_ns = _check_size(path, options)
     raw, mime = _decode_image(path)
@@ -171,6 +171,7 @@ def read_image(
         height=img.height,
         thumbnail=_write_thumbnail(img, asset_id, options),
         mtime_ns=mtime_ns,
+        root=str(root),
     )
     segment = Segment(asset=asset, index=0, count=1, kind=SegmentKind.IMAGE, text=caption)
     return PreparedAsset(asset=asset, segments=(segment,), image=img)
@@ -209,7 +210,7 @@ def chunk_text(text: str, chunk_size: int, chunk_overlap: int) -> list[tuple[str
     ]
 
 
-def read_text(path: Path, sha256: str, options: ReadOptions) -> PreparedAsset:
+def read_text(path: Path, sha256: str, options: ReadOptions, *, root: Path) -> PreparedAsset:
     size, mtime_ns = _check_size(path, options)
     text = _decode_text(path)
     if not text.strip():
@@ -228,6 +229,7 @@ def read_text(path: Path, sha256: str, options: ReadOptions) -> PreparedAsset:
         title=_doc_title(path, text),
         tags=options.tags,
         mtime_ns=mtime_ns,
+        root=str(root),
     )
     segments = tuple(
         Segment(

@@ -217,5 +217,7 @@ def test_payload_indexes_and_filters(
         "cat care",
     }
     assert titles(SearchFilters(tags=("astronomy",))) == {"hubble deep field", "moon"}
-    prefix = str(sample_library / "photos" / "animals")
+    # Prefixes apply to the library path clients see: the root folder's name, then below it.
+    prefix = f"{sample_library.name}/photos/animals/"
     assert titles(SearchFilters(source_prefix=prefix)) == {"chelsea", "horse"}
+    assert titles(SearchFilters(source_prefix=str(sample_library))) == set()

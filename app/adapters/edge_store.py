@@ -111,6 +111,9 @@ def search_params_for(quantization: QuantizationSpec, *, exact: bool = False) ->
 
 
 _SPEC_FILE = "collection.json"
+# Present from the first write until optimize() has finished: a run killed in between (or during
+# the optimize itself) leaves it, and the next run finishes the index even when no file changed.
+_OPTIMIZE_PENDING = "optimize.pending"
 _SHARD_DIR = "shard"
 _SCROLL_PAGE = 2048
 _INDEX_FIELDS = (
@@ -120,20 +123,27 @@ _INDEX_FIELDS = (
     "segment_count",
     "size_bytes",
     "mtime_ns",
+    "root",
 )
 _LOCKED = re.compile(r"WouldBlock|\block(ed)?\b", re.IGNORECASE)
 
 
 @contextlib.contextmanager
 def _engine_errors(what: str, path: Path) -> Iterator[None]:
-    """Translate the engine's plain exceptions into the project's error tree."""
+    """Translate the engine's errors into the project's error tree.
+
+    The engine raises plain ``Exception`` (and ``OSError`` from the file system); anything else
+    (a ``TypeError``, a ``ValueError``) is a bug on our side and surfaces as one.
+    """
     try:
         yield
     except Exception as exc:
+        if type(exc) is not Exception and not isinstance(exc, OSError):
+            raise
         text = str(exc)
         if _LOCKED.search(text):
             msg = (
-                f"the collection at {path} is open in another process or handle (the embedded "
+                f"collection {path.name!r} is open in another process or handle (the embedded "
                 "engine locks its directory). Stop the service (or the other ingest run) and "
                 "try again, or point this command at another --data-dir."
             )
@@ -154,7 +164,9 @@ def _filter_for(filters: SearchFilters) -> qe.Filter | None:
         must.append(qe.FieldCondition(key="tags", match=qe.MatchAny(any=list(filters.tags))))
     if filters.source_prefix:
         must.append(
-            qe.FieldCondition(key="source", match=qe.MatchPrefix(prefix=filters.source_prefix))
+            qe.FieldCondition(
+                key="library_path", match=qe.MatchPrefix(prefix=filters.source_prefix)
+            )
         )
     return qe.Filter(must=must) if must else None
 
@@ -182,10 +194,20 @@ class EdgeCollection:
         self._spec = spec
         self._path = path
         self._params = search_params_for(spec.quantization)
+        self._pending = (path / _OPTIMIZE_PENDING).exists()
 
     @property
     def spec(self) -> CollectionSpec:
         return self._spec
+
+    @property
+    def optimize_pending(self) -> bool:
+        return self._pending
+
+    def _mark_pending(self) -> None:
+        if not self._pending:
+            (self._path / _OPTIMIZE_PENDING).touch()  # before the write it announces
+            self._pending = True
 
     def engine_config(self) -> dict[str, Any]:
         """The engine's own persisted configuration, as it reads it back."""
@@ -207,12 +229,14 @@ class EdgeCollection:
         ]
         # One update operation: the engine logs it as one WAL record, so a crash leaves a
         # batch either written or not, never half an asset.
+        self._mark_pending()
         with _engine_errors("write points", self._path):
             self._shard.update(qe.UpdateOperation.upsert_points(points))
 
     def delete_assets(self, asset_ids: Sequence[str]) -> None:
         if not asset_ids:
             return
+        self._mark_pending()
         with _engine_errors("delete points", self._path):
             self._shard.update(qe.UpdateOperation.delete_points_by_filter(_asset_filter(asset_ids)))
 
@@ -252,6 +276,7 @@ class EdgeCollection:
                 stored_segments=stored[asset_id],
                 size_bytes=int(p.get("size_bytes") or 0),
                 mtime_ns=p.get("mtime_ns"),
+                root=p.get("root"),
             )
             for asset_id, p in first.items()
         ]
@@ -332,11 +357,28 @@ class EdgeCollection:
         with _engine_errors("optimize", self._path):
             self._shard.optimize()
             self._shard.flush()
+        (self._path / _OPTIMIZE_PENDING).unlink(missing_ok=True)
+        self._pending = False
 
     def close(self) -> None:
         with _engine_errors("close", self._path):
             self._shard.flush()
             self._shard.close()
+
+
+def _ensure_payload_indexes(shard: qe.EdgeShard) -> None:
+    """Create the payload indexes filters and ingestion use, where missing."""
+    existing = set(shard.info().payload_schema)
+    wanted: list[tuple[str, Any]] = [
+        *((name, qe.PayloadSchemaType.Keyword) for name in KEYWORD_FIELDS),
+        *((name, qe.KeywordIndexParams(prefix=True)) for name in PREFIX_FIELDS),
+        *((name, qe.PayloadSchemaType.Integer) for name in INTEGER_FIELDS),
+    ]
+    missing = [(name, schema) for name, schema in wanted if name not in existing]
+    for name, schema in missing:
+        shard.update(qe.UpdateOperation.create_field_index(name, schema))
+    if missing:
+        shard.flush()
 
 
 class EdgeVectorStore:
@@ -346,6 +388,7 @@ class EdgeVectorStore:
         self._root = root
         self._max_search_threads = max_search_threads
         self._open: dict[str, EdgeCollection] = {}
+        self._held: dict[str, qe.EdgeShard] = {}  # opened by hold(), before models are known
         self._lock = threading.Lock()
 
     def _dir(self, name: str) -> Path:
@@ -353,6 +396,23 @@ class EdgeVectorStore:
 
     def exists(self, name: str) -> bool:
         return (self._dir(name) / _SPEC_FILE).is_file()
+
+    def hold(self, name: str) -> None:
+        """Open an existing collection's engine now, taking its lock, before models load.
+
+        A server that cannot have its collection then fails in a second instead of after
+        loading models; ``open`` later checks the models against it and takes it over.
+        """
+        with self._lock:
+            if name in self._open or name in self._held or not self.exists(name):
+                return
+            path = self._dir(name)
+            stored = self._read_spec(path / _SPEC_FILE)
+            if (path / _SHARD_DIR / "edge_config.json").is_file():
+                with _engine_errors("open the collection", path):
+                    self._held[name] = qe.EdgeShard.load(
+                        str(path / _SHARD_DIR), self._config(stored)
+                    )
 
     def open(
         self, spec: CollectionSpec, *, create: bool, require_index_settings: bool = False
@@ -390,21 +450,30 @@ class EdgeVectorStore:
             tmp = path / f"{_SPEC_FILE}.tmp"
             tmp.write_text(json.dumps(spec_to_dict(spec), indent=2))
             tmp.replace(spec_file)
-        try:
-            stored = spec_from_dict(json.loads(spec_file.read_text()))
-        except (ValueError, KeyError, TypeError) as exc:
-            msg = f"{spec_file} is unreadable ({exc}); the collection cannot be opened safely"
-            raise CollectionMismatchError(msg) from exc
+        stored = self._read_spec(spec_file)
         check_compatible(stored, spec, require_index_settings=require_index_settings)
         effective = with_query_time_settings(stored, spec)
         shard_dir = path / _SHARD_DIR
-        if (shard_dir / "edge_config.json").is_file():
+        if spec.name in self._held:
+            shard = self._held.pop(spec.name)
+            with _engine_errors("open the collection", path):
+                _ensure_payload_indexes(shard)
+        elif (shard_dir / "edge_config.json").is_file():
             with _engine_errors("open the collection", path):
                 # The config that built the shard, with today's search thread count.
                 shard = qe.EdgeShard.load(str(shard_dir), self._config(stored))
+                _ensure_payload_indexes(shard)  # collections from older versions lack some
         else:
             shard = self._create_shard(stored, shard_dir)
         return EdgeCollection(shard, effective, path)
+
+    @staticmethod
+    def _read_spec(spec_file: Path) -> CollectionSpec:
+        try:
+            return spec_from_dict(json.loads(spec_file.read_text()))
+        except (ValueError, KeyError, TypeError) as exc:
+            msg = f"{spec_file} is unreadable ({exc}); the collection cannot be opened safely"
+            raise CollectionMismatchError(msg) from exc
 
     def _config(self, spec: CollectionSpec) -> qe.EdgeConfig:
         return edge_config_for(
@@ -415,21 +484,9 @@ class EdgeVectorStore:
 
     def _create_shard(self, spec: CollectionSpec, shard_dir: Path) -> qe.EdgeShard:
         shard_dir.mkdir(parents=True, exist_ok=True)
-        with _engine_errors("create the collection", shard_dir):
+        with _engine_errors("create the collection", shard_dir.parent):
             shard = qe.EdgeShard.create(str(shard_dir), self._config(spec))
-            for name in KEYWORD_FIELDS:
-                shard.update(
-                    qe.UpdateOperation.create_field_index(name, qe.PayloadSchemaType.Keyword)
-                )
-            for name in PREFIX_FIELDS:
-                shard.update(
-                    qe.UpdateOperation.create_field_index(name, qe.KeywordIndexParams(prefix=True))
-                )
-            for name in INTEGER_FIELDS:
-                shard.update(
-                    qe.UpdateOperation.create_field_index(name, qe.PayloadSchemaType.Integer)
-                )
-            shard.flush()
+            _ensure_payload_indexes(shard)
         return shard
 
     def close(self) -> None:
@@ -440,6 +497,13 @@ class EdgeVectorStore:
                     collection.close()
                 except StoreError as exc:
                     errors.append(exc)
+            for name, shard in self._held.items():
+                try:
+                    with _engine_errors("close", self._dir(name)):
+                        shard.close()
+                except StoreError as exc:
+                    errors.append(exc)
             self._open.clear()
+            self._held.clear()
         if errors:
             raise errors[0]

@@ -14,7 +14,8 @@ from app.core.models import Asset, Locator, Modality, Segment, SegmentKind
 
 # Fields with a payload index: what filters and incremental ingestion look up.
 KEYWORD_FIELDS = ("asset_id", "modality", "kind", "tags")
-PREFIX_FIELDS = ("source",)
+# ``source`` (absolute) for ingestion; ``library_path`` (what clients see) for filters.
+PREFIX_FIELDS = ("source", "library_path")
 INTEGER_FIELDS = ("segment_index",)
 
 _LOCATOR_FIELDS = ("page", "start_s", "end_s", "char_start", "char_end")
@@ -31,6 +32,8 @@ def to_payload(segment: Segment) -> dict[str, Any]:
         "modality": asset.modality.value,
         "title": asset.title,
         "source": asset.source,
+        "root": asset.root,
+        "library_path": asset.library_path,
         "file_name": PurePath(asset.source).name,
         "caption": asset.caption,
         "text": (segment.text or "")[:TEXT_PREVIEW_CHARS] or None,
@@ -67,6 +70,7 @@ def from_payload(payload: Mapping[str, Any]) -> Segment:
         height=payload.get("height"),
         thumbnail=payload.get("thumbnail"),
         mtime_ns=payload.get("mtime_ns"),
+        root=payload.get("root"),
     )
     locator = Locator(**{name: payload[name] for name in _LOCATOR_FIELDS if name in payload})
     return Segment(

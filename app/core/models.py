@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from pathlib import PurePath
 
 import numpy as np
 import numpy.typing as npt
@@ -116,7 +117,7 @@ class Asset:
     """One ingested file."""
 
     asset_id: str
-    source: str  # absolute path of the file when it was ingested
+    source: str  # absolute, resolved path of the file when it was ingested (never shown to clients)
     modality: Modality
     mime: str
     size_bytes: int
@@ -129,6 +130,24 @@ class Asset:
     height: int | None = None
     thumbnail: str | None = None  # path relative to the data dir
     mtime_ns: int | None = None  # file modification time when ingested
+    root: str | None = None  # absolute, resolved library root the file was found under
+
+    @property
+    def library_path(self) -> str:
+        """What clients see: the root folder's name and the path below it (``Pictures/cat.jpg``)."""
+        return library_path(self.source, self.root)
+
+
+def library_path(source: str, root: str | None) -> str:
+    path = PurePath(source)
+    if root is None:
+        return path.name
+    base = PurePath(root)
+    try:
+        rel = path.relative_to(base)
+    except ValueError:
+        return path.name
+    return PurePath(base.name, rel).as_posix() if base.name else rel.as_posix()
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +181,7 @@ class IndexedAsset:
     stored_segments: int
     size_bytes: int = 0
     mtime_ns: int | None = None
+    root: str | None = None  # None: written before library roots were recorded
 
     @property
     def complete(self) -> bool:
@@ -172,7 +192,7 @@ class IndexedAsset:
 class SearchFilters:
     modalities: tuple[Modality, ...] = ()
     tags: tuple[str, ...] = ()
-    source_prefix: str | None = None
+    source_prefix: str | None = None  # on the library path clients see (``Pictures/2024/``)
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -75,6 +75,11 @@ class VectorCollection(Protocol):
 
     def stats(self) -> CollectionStats: ...
 
+    @property
+    def optimize_pending(self) -> bool:
+        """Whether writes happened that no finished ``optimize()`` has indexed yet."""
+        ...
+
     def optimize(self) -> None:
         """Build indexes for everything written so far (call after an ingest run)."""
         ...
@@ -84,6 +89,10 @@ class VectorStore(Protocol):
     """Opens and creates collections; owns their lifetime."""
 
     def exists(self, name: str) -> bool: ...
+
+    def hold(self, name: str) -> None:
+        """Take hold of an existing collection before models are loaded (fail fast on a lock)."""
+        ...
 
     def open(
         self, spec: CollectionSpec, *, create: bool, require_index_settings: bool = False

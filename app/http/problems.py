@@ -1,16 +1,22 @@
-"""Every error becomes an RFC 9457 problem-details response, mapped here and only here."""
+"""Every error becomes an RFC 9457 problem-details response, mapped here and only here.
+
+The body is always a ``ProblemDetails`` (app/http/schemas.py), the same type the OpenAPI
+document names for every error response (app/http/openapi.py), so the two cannot drift.
+"""
 
 from __future__ import annotations
 
 import logging
+import math
+from http import HTTPStatus
 from typing import Any
 
-import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from app.core import errors as e
+from app.http.schemas import ProblemDetails
 
 log = logging.getLogger(__name__)
 
@@ -27,26 +33,23 @@ _STATUS: tuple[tuple[type[e.MMRagError], int, str], ...] = (
     (e.NotFoundError, 404, "not-found"),
     (e.CollectionMismatchError, 409, "collection-mismatch"),
     (e.StoreLockedError, 409, "collection-locked"),
+    (e.AssetChangedError, 409, "asset-changed"),
     (e.ConflictError, 409, "conflict"),
     (e.LLMRateLimitedError, 429, "llm-rate-limited"),
     (e.LLMTimeoutError, 504, "llm-timeout"),
+    (e.LLMOutputError, 502, "llm-bad-output"),
     (e.LLMError, 503, "llm-unavailable"),
     (e.StoreError, 503, "store-unavailable"),
     (e.ConfigurationError, 503, "misconfigured"),
 )
-_TITLES = {
-    400: "Bad Request",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    409: "Conflict",
-    413: "Payload Too Large",
-    415: "Unsupported Media Type",
-    422: "Unprocessable Content",
-    429: "Too Many Requests",
-    500: "Internal Server Error",
-    503: "Service Unavailable",
-    504: "Gateway Timeout",
-}
+
+
+def title(status: int) -> str:
+    """The status phrase ("Unprocessable Entity"), or "Error" for a code HTTP does not name."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
 
 
 def problem(
@@ -55,80 +58,90 @@ def problem(
     detail: str,
     *,
     slug: str | None = None,
-    extra: dict[str, Any] | None = None,
-) -> Response[dict[str, Any]]:
-    body: dict[str, Any] = {
-        "type": f"/problems/{slug}" if slug else "about:blank",
-        "title": _TITLES.get(status, "Error"),
-        "status": status,
-        "detail": detail,
-        "instance": request.url.path,
-    }
-    if extra:
-        body.update(extra)
-    return Response(body, status_code=status, media_type=PROBLEM_JSON)
+    field: str | None = None,
+    errors: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response[ProblemDetails]:
+    body = ProblemDetails(
+        type=f"/problems/{slug}" if slug else "about:blank",
+        title=title(status),
+        status=status,
+        detail=detail,
+        instance=request.url.path,
+        field=field,
+        errors=errors or None,
+    )
+    return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def status_of(exc: e.MMRagError) -> tuple[int, str]:
+    """The HTTP status and problem slug of a domain error; (500, "internal-error") if unmapped."""
+    for cls, status, slug in _STATUS:
+        if isinstance(exc, cls):
+            return status, slug
+    return HTTP_500_INTERNAL_SERVER_ERROR, "internal-error"
 
 
 def domain_error_handler(
     request: Request[Any, Any, Any], exc: Exception
-) -> Response[dict[str, Any]]:
+) -> Response[ProblemDetails]:
     assert isinstance(exc, e.MMRagError)
-    for cls, status, slug in _STATUS:
-        if isinstance(exc, cls):
-            extra = {"field": exc.field} if isinstance(exc, e.InvalidFieldError) else None
-            if status >= 500:
-                log.warning("%s %s: %s", request.method, request.url.path, exc)
-            return problem(request, status, str(exc), slug=slug, extra=extra)
-    log.error("unmapped error on %s", request.url.path, exc_info=exc)
-    return problem(request, HTTP_500_INTERNAL_SERVER_ERROR, "internal error")
+    status, slug = status_of(exc)
+    if status == HTTP_500_INTERNAL_SERVER_ERROR:
+        log.error("unmapped error on %s", request.url.path, exc_info=exc)
+        return problem(request, status, "internal error")
+    if status >= 500:
+        log.warning("%s %s: %s", request.method, request.url.path, exc)
+    field = exc.field if isinstance(exc, e.InvalidFieldError) else None
+    headers = None
+    if isinstance(exc, e.LLMRateLimitedError) and exc.retry_after_s is not None:
+        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
+    return problem(request, status, str(exc), slug=slug, field=field, headers=headers)
 
 
-def http_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+def http_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[ProblemDetails]:
+    """Litestar's own errors (routing, parameters, body limits), headers kept (405's ``Allow``)."""
     assert isinstance(exc, HTTPException)
     status = exc.status_code
-    extra: dict[str, Any] | None = None
+    errors: list[dict[str, Any]] = []
+    field: str | None = None
     if isinstance(exc, ValidationException):
-        # msgspec reports a malformed body and a bad field alike; a body that parsed as JSON
-        # but broke a field rule is 422, one that did not parse is 400.
-        errors = exc.extra if isinstance(exc.extra, list) else []
-        extra = {"errors": errors} if errors else None
-        status = 422 if errors and any(_is_field_error(x) for x in errors) else 400
-    detail = exc.detail if status < 500 else "internal error"
+        # A parameter that broke its rule is 422 and named; anything else Litestar could not
+        # read is 400.
+        errors = (
+            [x for x in exc.extra if isinstance(x, dict)] if isinstance(exc.extra, list) else []
+        )
+        keys = [str(x["key"]) for x in errors if _is_field_error(x)]
+        status = 422 if keys else 400
+        field = keys[0] if len(keys) == 1 else None
+    detail = exc.detail if status != 500 else "internal error"  # 503 etc. are ours
+    slug = None
     if status == 413:
         limit = request.app.state.get("max_upload_bytes")
         detail = f"request body too large; uploads are limited to {limit} bytes"
+        slug = "payload-too-large"
+    if status >= 500:
+        log.error("%s %s: %s", request.method, request.url.path, exc.detail)
     return problem(
-        request, status, detail, slug="payload-too-large" if status == 413 else None, extra=extra
+        request, status, detail, slug=slug, field=field, errors=errors, headers=exc.headers
     )
 
 
-def _is_field_error(item: Any) -> bool:
-    return (
-        isinstance(item, dict)
-        and "key" in item
-        and "malformed" not in str(item.get("message", "")).lower()
-    )
-
-
-def body_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
-    """Bodies the controllers decode themselves: malformed is 400, a bad field is 422."""
-    if isinstance(exc, msgspec.ValidationError):
-        return problem(request, 422, f"invalid request: {exc}", slug="invalid-field")
-    return problem(request, 400, f"malformed request body: {exc}", slug="malformed-body")
+def _is_field_error(item: dict[str, Any]) -> bool:
+    return bool(item.get("key")) and "malformed" not in str(item.get("message", "")).lower()
 
 
 def unexpected_error_handler(
     request: Request[Any, Any, Any], exc: Exception
-) -> Response[dict[str, Any]]:
+) -> Response[ProblemDetails]:
     log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem(request, HTTP_500_INTERNAL_SERVER_ERROR, "internal error")
 
 
 EXCEPTION_HANDLERS = {
     e.MMRagError: domain_error_handler,
-    msgspec.DecodeError: body_error_handler,
     HTTPException: http_error_handler,
     Exception: unexpected_error_handler,
 }
 
-__all__ = ["EXCEPTION_HANDLERS", "PROBLEM_JSON", "problem"]
+__all__ = ["EXCEPTION_HANDLERS", "PROBLEM_JSON", "problem", "status_of", "title"]

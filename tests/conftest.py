@@ -56,8 +56,16 @@ def clip_checkpoint(clip: OpenClipEmbedder, tmp_path_factory: pytest.TempPathFac
 
 
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:
-    """Settings as the edges build them, with the test's data dir and random CLIP weights."""
-    values: dict[str, Any] = {"data_dir": data_dir, "clip": {"pretrained": "none"}}
+    """Settings as the edges build them, with the test's data dir and random CLIP weights.
+
+    Answers are extractive unless a test asks for a model (``llm={...}``): most tests are about
+    retrieval and HTTP behaviour, and the tests of the real local model say so by name.
+    """
+    values: dict[str, Any] = {
+        "data_dir": data_dir,
+        "clip": {"pretrained": "none"},
+        "llm": {"provider": "extractive"},
+    }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 

@@ -397,6 +397,11 @@ class EdgeVectorStore:
     def exists(self, name: str) -> bool:
         return (self._dir(name) / _SPEC_FILE).is_file()
 
+    def names(self) -> list[str]:
+        if not self._root.is_dir():
+            return []
+        return sorted(d.name for d in self._root.iterdir() if (d / _SPEC_FILE).is_file())
+
     def hold(self, name: str) -> None:
         """Open an existing collection's engine now, taking its lock, before models load.
 

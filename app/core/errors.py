@@ -12,11 +12,13 @@
     │   └── AssetNotFoundError
     ├── ConflictError                                                            → 409
     │   ├── CollectionMismatchError   a collection built with other models/dims
-    │   └── StoreLockedError          another process holds the collection open
+    │   ├── StoreLockedError          another process holds the collection open
+    │   └── AssetChangedError         the file on disk is no longer the one ingested
     ├── StoreError                    the vector engine failed                    → 503
     └── LLMError                      the language model failed                   → 503
         ├── LLMRateLimitedError       still rate limited after retries            → 429
-        └── LLMTimeoutError           no answer within the timeout                → 504
+        ├── LLMTimeoutError           no answer within the timeout (cancelled)    → 504
+        └── LLMOutputError            the model's output is unusable              → 502
 
 Adapters translate library errors into these (``raise ... from exc``); the HTTP layer maps
 them to problem details in one place. "Nothing relevant found" is a normal answer, not an error.
@@ -86,6 +88,10 @@ class StoreLockedError(ConflictError):
     """The embedded engine's directory is held by another process (or another opener)."""
 
 
+class AssetChangedError(ConflictError):
+    """An asset's file changed, moved out of its library or became a link since ingestion."""
+
+
 class StoreError(MMRagError):
     """The vector engine failed."""
 
@@ -97,6 +103,14 @@ class LLMError(MMRagError):
 class LLMRateLimitedError(LLMError):
     """The provider kept answering 429 after every retry."""
 
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
 
 class LLMTimeoutError(LLMError):
     """The provider did not answer within the configured timeout."""
+
+
+class LLMOutputError(LLMError):
+    """The model answered, but not in a form that can be used (never shown as an answer)."""

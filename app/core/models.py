@@ -216,9 +216,11 @@ class SearchHit:
 
 
 class AnswerStatus(StrEnum):
-    ANSWERED = "answered"  # written by a language model from the cited sources
+    ANSWERED = "answered"  # written by a language model, every claim from cited sources
     EXTRACTIVE = "extractive"  # composed from the sources' own words, no language model
-    NOTHING_FOUND = "nothing_found"  # no relevant source: nothing was invented
+    NOTHING_FOUND = "nothing_found"  # no relevant source: the model was not even asked
+    NO_ANSWER = "no_answer"  # the model read the sources and said they do not answer it
+    UNGROUNDED = "ungrounded"  # the model wrote something without citing any given source
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,5 +234,6 @@ class Answer:
     text: str
     status: AnswerStatus
     citations: tuple[Citation, ...]
-    provider: str
+    provider: str  # "local", "openai", "langchain", "extractive"
+    model: str  # the model that wrote it ("quotes" for extractive answers)
     prompt_version: str

@@ -1,14 +1,15 @@
 """The core's ports: small Protocols that adapters implement (no inheritance needed).
 
 Embedders and the vector store are synchronous (CPU or embedded-engine work; the HTTP layer
-runs them in worker threads). Language models are asynchronous (network I/O).
+runs them in worker threads). Language models are asynchronous (network I/O, or a local model
+that generates in a worker thread).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -90,6 +91,10 @@ class VectorStore(Protocol):
 
     def exists(self, name: str) -> bool: ...
 
+    def names(self) -> list[str]:
+        """The collections that exist, sorted."""
+        ...
+
     def hold(self, name: str) -> None:
         """Take hold of an existing collection before models are loaded (fail fast on a lock)."""
         ...
@@ -112,40 +117,49 @@ Role = Literal["system", "user", "assistant"]
 
 
 @dataclass(frozen=True, slots=True)
+class ImagePart:
+    """An image sent to a model that can see (the picture behind a source)."""
+
+    media_type: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class ChatMessage:
     role: Role
     content: str
+    images: tuple[ImagePart, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
-class ContextSource:
-    """One numbered source given to the model."""
-
-    number: int
-    label: str
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class CompletionRequest:
-    question: str
+class GenerationRequest:
     messages: tuple[ChatMessage, ...]
-    sources: tuple[ContextSource, ...]
     max_tokens: int
     temperature: float
-
-
-@dataclass(frozen=True, slots=True)
-class Completion:
-    text: str
-    model: str
-    extractive: bool = False  # True when composed from the sources, not written by a model
+    json_schema: Mapping[str, Any] | None = None  # constrain the output to this JSON schema
 
 
 class LanguageModel(Protocol):
-    @property
-    def name(self) -> str: ...
+    """Messages in, text (or a stream of text) out. Nothing else."""
 
-    async def complete(self, request: CompletionRequest) -> Completion: ...
+    @property
+    def provider(self) -> str: ...
+
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def supports_json_schema(self) -> bool:
+        """Whether ``json_schema`` really constrains the output (grammar or structured mode)."""
+        ...
+
+    @property
+    def supports_images(self) -> bool: ...
+
+    async def complete(self, request: GenerationRequest) -> str: ...
+
+    def stream(self, request: GenerationRequest) -> AsyncIterator[str]:
+        """The text in pieces as it is written; closing the iterator cancels the generation."""
+        ...
 
     async def aclose(self) -> None: ...

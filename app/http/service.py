@@ -3,38 +3,41 @@ language model) and moves CPU-heavy work off the event loop through a capacity l
 
 from __future__ import annotations
 
-import io
-import warnings
-from collections.abc import Callable
+import stat
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 import anyio
 from anyio import CapacityLimiter
-from PIL import Image, UnidentifiedImageError
 
-from app.core.answering import Answerer
+from app.adapters.images import decode_query_image
 from app.core.collections import validate_collection_name
 from app.core.errors import (
+    AssetChangedError,
     AssetNotFoundError,
     InvalidFieldError,
     PayloadTooLargeError,
-    UnsupportedMediaError,
 )
-from app.core.models import Answer, CollectionStats, SearchFilters, Segment
+from app.core.models import Asset, CollectionStats, SearchFilters, SearchHit, Segment
 from app.core.ports import (
+    ChatMessage,
+    ImagePart,
     ImageTextEmbedder,
     LanguageModel,
     TextEmbedder,
     VectorCollection,
     VectorStore,
 )
+from app.core.qa import QAEvent, QAResult
 from app.core.retrieval import Retrieval, Retriever
 from app.settings import Settings
-from app.wiring import collection_spec
+from app.wiring import build_qa, collection_spec
 
 T = TypeVar("T")
+# Query images are reduced to this shorter side before embedding: CLIP sees 224 px crops.
+QUERY_IMAGE_SIDE = 448
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +45,38 @@ class AssetFile:
     path: Path
     media_type: str
     filename: str
+
+
+def verified_source(asset: Asset) -> Path:
+    """The ingested file of ``asset``, only if it is still the very file that was ingested.
+
+    Served files must stay inside the library: the path must lie under the root it was found
+    in, no link may stand anywhere on it now (the file swapped for a link to ``/etc/shadow``,
+    or a folder on the way for a link elsewhere), and its size and modification time must be
+    the ingested ones. Details name the library path, never the server's absolute paths.
+    """
+    shown = asset.library_path
+    if asset.root is None:
+        detail = f"{shown} was ingested by an older version; run ingestion again to serve it"
+        raise AssetChangedError(detail)
+    path = Path(asset.source)
+    if not path.is_relative_to(asset.root):
+        raise AssetChangedError(f"{shown} lies outside its library folder; it is not served")
+    try:
+        st = path.lstat()
+        real = path.resolve(strict=True)
+    except (OSError, RuntimeError) as exc:
+        detail = f"{shown} no longer exists; run ingestion with --sync to drop it"
+        raise AssetNotFoundError(asset.asset_id, detail) from exc
+    if stat.S_ISLNK(st.st_mode) or real != path:
+        raise AssetChangedError(f"{shown} was replaced by a link since it was ingested")
+    if not stat.S_ISREG(st.st_mode):
+        raise AssetChangedError(f"{shown} is no longer a regular file")
+    if st.st_size != asset.size_bytes or (
+        asset.mtime_ns is not None and st.st_mtime_ns != asset.mtime_ns
+    ):
+        raise AssetChangedError(f"{shown} changed since it was ingested; run ingestion again")
+    return path
 
 
 class QueryService:
@@ -53,20 +88,34 @@ class QueryService:
         text: TextEmbedder,
         store: VectorStore,
         retriever: Retriever,
-        answerer: Answerer,
-        llm: LanguageModel,
+        llm: LanguageModel | None,
     ) -> None:
         self.settings = settings
         self._clip = clip
         self._text = text
         self._store = store
         self._retriever = retriever
-        self._answerer = answerer
         self._llm = llm
         self._limiter = CapacityLimiter(settings.http.worker_threads)
+        self._decode_limiter = CapacityLimiter(settings.http.image_decodes)
+        self.qa = build_qa(settings, retriever, llm, offload=self._run, images=self._thumbnail)
 
     async def _run(self, fn: Callable[[], T]) -> T:
         return await anyio.to_thread.run_sync(fn, limiter=self._limiter)
+
+    def _thumbnail(self, hit: SearchHit) -> ImagePart | None:
+        """The picture behind a source, for models that can see (its stored thumbnail)."""
+        thumb = hit.segment.asset.thumbnail
+        if not thumb:
+            return None
+        root = self.settings.data_dir.resolve()
+        path = (root / thumb).resolve()
+        if not path.is_relative_to(root):
+            return None
+        try:
+            return ImagePart("image/jpeg", path.read_bytes())
+        except OSError:
+            return None
 
     def _top_k(self, top_k: int | None) -> int:
         limit = self.settings.retrieval.max_top_k
@@ -99,47 +148,51 @@ class QueryService:
         self, data: bytes, *, collection: str, top_k: int | None, filters: SearchFilters
     ) -> Retrieval:
         k = self._top_k(top_k)
-
-        def work() -> Retrieval:
-            target = self._collection(collection)
-            image = self.decode_image(data)
-            return self._retriever.search_image(target, image, top_k=k, filters=filters)
-
-        return await self._run(work)
-
-    def decode_image(self, data: bytes) -> Image.Image:
         if len(data) > self.settings.http.max_upload_bytes:
             limit = self.settings.http.max_upload_bytes
             raise PayloadTooLargeError(f"image is {len(data)} bytes; the limit is {limit}")
-        if not data:
-            raise InvalidFieldError("image", "the uploaded file is empty")
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                img = Image.open(io.BytesIO(data))
-                img.seek(0)
-                img.load()
-        except (
-            UnidentifiedImageError,
-            Image.DecompressionBombWarning,
-            Image.DecompressionBombError,
-        ) as exc:
-            msg = (
-                "the upload is not an image in a supported format (JPEG, PNG, WebP, GIF, BMP, TIFF)"
-            )
-            raise UnsupportedMediaError(msg) from exc
-        except (OSError, SyntaxError, ValueError, EOFError) as exc:
-            raise UnsupportedMediaError(f"the uploaded image is corrupt: {exc}") from exc
-        return img.convert("RGB")
+        target = await self._run(lambda: self._collection(collection))  # 404 before decoding
+        http = self.settings.http
+        # Decoding has its own, smaller limiter: memory stays flat under a burst of uploads.
+        image = await anyio.to_thread.run_sync(
+            lambda: decode_query_image(
+                data, max_pixels=http.max_image_pixels, min_side=QUERY_IMAGE_SIDE
+            ),
+            limiter=self._decode_limiter,
+        )
+        return await self._run(
+            lambda: self._retriever.search_image(target, image, top_k=k, filters=filters)
+        )
+
+    async def open(self, name: str) -> VectorCollection:
+        return await self._run(lambda: self._collection(name))
 
     async def ask(
-        self, question: str, *, collection: str, top_k: int | None, filters: SearchFilters
-    ) -> tuple[Answer, Retrieval]:
-        retrieval = await self.search_text(
-            question, collection=collection, top_k=top_k, filters=filters
-        )
-        answer = await self._answerer.answer(question, retrieval.relevant_hits)
-        return answer, retrieval
+        self,
+        question: str,
+        *,
+        collection: str,
+        top_k: int | None,
+        filters: SearchFilters,
+        history: Sequence[ChatMessage] = (),
+    ) -> QAResult:
+        k = self._top_k(top_k)
+        target = await self.open(collection)
+        return await self.qa.ask(target, question, top_k=k, filters=filters, history=history)
+
+    async def stream(
+        self,
+        question: str,
+        *,
+        collection: str,
+        top_k: int | None,
+        filters: SearchFilters,
+        history: Sequence[ChatMessage] = (),
+    ) -> AsyncIterator[QAEvent]:
+        """Checks (limits, collection) happen before the first event, so they stay 4xx."""
+        k = self._top_k(top_k)
+        target = await self.open(collection)
+        return self.qa.stream(target, question, top_k=k, filters=filters, history=history)
 
     async def asset(self, asset_id: str, *, collection: str) -> list[Segment]:
         segments = await self._run(lambda: self._collection(collection).asset_segments(asset_id))
@@ -149,15 +202,7 @@ class QueryService:
 
     async def asset_content(self, asset_id: str, *, collection: str) -> AssetFile:
         asset = (await self.asset(asset_id, collection=collection))[0].asset
-        path = Path(asset.source)
-        try:
-            size = (await self._run(path.stat)).st_size
-        except OSError as exc:
-            detail = f"asset {asset_id} was ingested from {path}, which no longer exists"
-            raise AssetNotFoundError(asset_id, detail) from exc
-        if size != asset.size_bytes:
-            detail = f"{path} changed since it was ingested; run ingestion again to refresh it"
-            raise AssetNotFoundError(asset_id, detail)
+        path = await self._run(lambda: verified_source(asset))
         return AssetFile(path=path, media_type=asset.mime, filename=path.name)
 
     async def asset_thumbnail(self, asset_id: str, *, collection: str) -> AssetFile:
@@ -172,11 +217,21 @@ class QueryService:
             raise AssetNotFoundError(asset_id, f"the thumbnail of asset {asset_id} is missing")
         return AssetFile(path=path, media_type="image/jpeg", filename=f"{asset_id}.jpg")
 
+    async def collection_names(self) -> list[str]:
+        return await self._run(self._store.names)
+
+    async def check_ready(self) -> None:
+        """Raise unless requests can be served: the default collection, when it exists, opens."""
+        name = self.settings.collection
+        if await self._run(lambda: self._store.exists(name)):
+            await self._run(lambda: self._collection(name))
+
     async def stats(self, name: str) -> CollectionStats:
         return await self._run(lambda: self._collection(self.collection_name(name)).stats())
 
     async def aclose(self) -> None:
         try:
-            await self._llm.aclose()
+            if self._llm is not None:
+                await self._llm.aclose()
         finally:
             await self._run(self._store.close)

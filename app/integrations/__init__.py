@@ -1,0 +1,1 @@
+"""Integrations with other frameworks (LangChain); their types stay inside these modules."""

@@ -9,6 +9,7 @@ collection's lock, then the models (seconds). Only then does the port start answ
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -116,7 +117,9 @@ def serve() -> int:
     )
     server = uvicorn.Server(config)
     print(f"serving on http://{settings.http.host}:{settings.http.port}", file=sys.stderr)
-    asyncio.run(server.serve(sockets=[sock]))
+    # uvicorn shuts down gracefully on SIGINT, then re-raises it: that is a normal stop.
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(server.serve(sockets=[sock]))
     return 0
 
 

@@ -218,15 +218,20 @@ _WORDS = re.compile(r"\w+")
 _REFERRING = frozenset(
     (  # noqa: SIM905 - a word list reads best as words
         "a an and the of to in on at for is are was were be do does did what when where which "
-        "who how why it its her his their them they she he this that these those one ones about"
+        "who how why it its her his their them they she he this that these those one ones about "
+        "much many"
     ).split()
 )
 
 
 def _keeps_words_of(question: str, query: str) -> bool:
+    """Whether every word the follow-up itself brings ("weigh", "winter") is in the rewrite."""
     wanted = {w for w in _WORDS.findall(question.lower()) if w not in _REFERRING}
     have = set(_WORDS.findall(query.lower()))
-    return not wanted or len(wanted & have) * 2 >= len(wanted)
+    return all(
+        any(h.startswith(w) or w.startswith(h) for h in have if len(h) > 2) or w in have
+        for w in wanted
+    )
 
 
 def _joined_query(question: str, asked: Sequence[str]) -> str:

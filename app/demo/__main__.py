@@ -153,7 +153,7 @@ def tour(client: httpx.Client, library: Path) -> None:
 
     say("\n== 7. a conversation (POST /v1/chat): the follow-up is rewritten first")
     chat = client.post("/v1/chat", json={"messages": CHAT}).json()
-    say(f"Q: {CHAT[-1]['content']}  (searched as: {chat['query']!r})")
+    say(f"(after: {CHAT[0]['content']!r}; searched as: {chat['query']!r})")
     show_answer(CHAT[-1]["content"], chat)
 
     say("\n== 8. the OpenAI-compatible endpoint (POST /v1/chat/completions)")

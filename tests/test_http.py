@@ -449,3 +449,80 @@ def test_a_broken_prompt_refuses_to_start(tmp_path: Path) -> None:
     (prompts / "v2" / "answer.md").write_text("Question: {{question}}\n")  # no {{context}}
     with pytest.raises(ConfigurationError, match=r"missing placeholder\(s\) \['context'\]"):
         create_app(make_settings(tmp_path / "data", prompts_dir=prompts))
+
+
+def test_openai_provider_still_rate_limited_is_429_with_retry_after(
+    client_with: Callable[..., Client],
+) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            429, headers={"retry-after": "0"}, json={"error": {"message": "slow"}}
+        )
+
+    response = client_with(httpx.MockTransport(handler), **OPENAI).post(
+        "/v1/ask", json={"question": CAT_QUESTION}
+    )
+    assert problem_of(response, 429)["type"] == "/problems/llm-rate-limited"
+    assert response.headers["retry-after"] == "1"  # upstream said 0: at least a second
+
+
+def test_unusable_model_output_is_a_502_never_an_answer(
+    client_with: Callable[..., Client],
+) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"model": "m", "choices": [{"message": {"content": None}}]})
+
+    response = client_with(httpx.MockTransport(handler), **OPENAI).post(
+        "/v1/ask", json={"question": CAT_QUESTION}
+    )
+    body = problem_of(response, 502)
+    assert "no text content" in body["detail"]
+    assert "citations" not in body
+
+
+def test_openai_provider_with_vision_sends_the_pictures_behind_image_sources(
+    client_with: Callable[..., Client],
+) -> None:
+    sent: list[dict[str, Any]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(json.loads(request.content))
+        return completion("She eats 30 grams [1].")
+
+    settings = {"llm": {**OPENAI["llm"], "vision": True}}
+    client_with(httpx.MockTransport(handler), **settings).post(
+        "/v1/ask", json={"question": CAT_QUESTION}
+    )
+    (body,) = sent
+    parts = body["messages"][1]["content"]
+    assert isinstance(parts, list)
+    assert parts[0]["type"] == "text"
+    assert "How much dry food" in parts[0]["text"]
+    images = [p for p in parts if p["type"] == "image_url"]
+    assert images, "the chelsea.jpg source should travel as a picture"
+    assert all(p["image_url"]["url"].startswith("data:image/jpeg;base64,/9j/") for p in images)
+
+
+def test_content_honours_range_requests(client: Client, sample_library: Path) -> None:
+    hits = client.post("/v1/search", json={"query": "espresso", "top_k": 3}).json()["hits"]
+    note = next(h for h in hits if h["source"].endswith("coffee-brewing.md"))
+    data = (sample_library / "notes" / "coffee-brewing.md").read_bytes()
+    url = note["content_url"]
+    whole = client.get(url)
+    assert whole.status_code == 200
+    assert whole.content == data
+    assert whole.headers["accept-ranges"] == "bytes"
+    part = client.get(url, headers={"Range": "bytes=10-29"})
+    assert part.status_code == 206
+    assert part.content == data[10:30]
+    assert part.headers["content-range"] == f"bytes 10-29/{len(data)}"
+    assert part.headers["content-length"] == "20"
+    tail = client.get(url, headers={"Range": "bytes=-7"})
+    assert (tail.status_code, tail.content) == (206, data[-7:])
+    open_ended = client.get(url, headers={"Range": f"bytes={len(data) - 3}-"})
+    assert open_ended.content == data[-3:]
+    beyond = client.get(url, headers={"Range": f"bytes={len(data)}-"})
+    assert problem_of(beyond, 416)["type"] == "/problems/range-not-satisfiable"
+    assert beyond.headers["content-range"] == f"bytes */{len(data)}"
+    several = client.get(url, headers={"Range": "bytes=0-1,5-6"})
+    assert (several.status_code, several.content) == (200, data)

@@ -6,7 +6,8 @@
     ├── InputError                    a caller sent something unusable            → 400
     │   ├── InvalidFieldError         a well-formed request with a bad field     → 422
     │   ├── UnsupportedMediaError     a file or upload of a kind we cannot read  → 415
-    │   └── PayloadTooLargeError      an upload over the configured limit        → 413
+    │   ├── PayloadTooLargeError      an upload over the configured limit        → 413
+    │   └── RangeNotSatisfiableError  a byte range outside the file              → 416
     ├── NotFoundError                                                            → 404
     │   ├── CollectionNotFoundError
     │   └── AssetNotFoundError
@@ -58,6 +59,14 @@ class UnsupportedMediaError(InputError):
 
 class PayloadTooLargeError(InputError):
     """An upload larger than the configured limit."""
+
+
+class RangeNotSatisfiableError(InputError):
+    """A Range header that selects no byte of the file."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"the range selects nothing in a file of {size} bytes")
+        self.size = size
 
 
 class NotFoundError(MMRagError):

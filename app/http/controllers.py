@@ -14,6 +14,7 @@ from litestar.response import File
 from app.core.collections import COLLECTION_NAME_PATTERN
 from app.core.errors import ConflictError, StoreError
 from app.http.bodies import MULTIPART, image_search_body, json_body
+from app.http.files import FileStream, file_response
 from app.http.openapi import (
     AnyFileOperation,
     DocumentedOperation,
@@ -160,13 +161,28 @@ class AssetController(Controller):
         "/{asset_id:str}/content",
         summary="The ingested file itself",
         operation_class=AnyFileOperation,
-        responses=problem_responses(*COLLECTION_PROBLEMS),
+        responses=problem_responses(*COLLECTION_PROBLEMS, 416),
     )
     async def content(
-        self, asset_id: AssetId, service: Service, collection: CollectionQuery = None
-    ) -> File:
+        self,
+        request: Request[Any, Any, State],
+        asset_id: AssetId,
+        service: Service,
+        collection: CollectionQuery = None,
+    ) -> FileStream:
+        """Honours ``Range: bytes=…`` (206 with ``Content-Range``; 416 outside the file), so
+        players can seek; a file that changed, moved out of its library or became a link since
+        ingestion is refused (409)."""
         name = service.collection_name(collection)
-        return _file(await service.asset_content(asset_id, collection=name))
+        opened = await service.asset_content(asset_id, collection=name)
+        return file_response(
+            opened.fd,
+            size=opened.size,
+            mtime=opened.mtime,
+            media_type=opened.media_type,
+            filename=opened.filename,
+            range_header=request.headers.get("range"),
+        )
 
     @get(
         "/{asset_id:str}/thumbnail",

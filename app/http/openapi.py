@@ -197,8 +197,24 @@ class AnyFileOperation(FileOperation):
         ok = (self.responses or {}).get("200")
         if isinstance(ok, OpenAPIResponse):
             binary = Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)
+            text = Schema(type=OpenAPIType.STRING)
+            headers = {
+                "last-modified": OpenAPIHeader(
+                    schema=text, description="When the file last changed, as an HTTP-date."
+                ),
+                "accept-ranges": OpenAPIHeader(schema=text, description="bytes"),
+                "content-length": OpenAPIHeader(schema=text, description="Bytes in the body."),
+            }
             ok.content = {"*/*": OpenAPIMediaType(schema=binary)}
             ok.description = "The ingested file, with the media type it was ingested with."
+            ok.headers = dict(headers)
+            range_header = OpenAPIHeader(schema=text, description="bytes first-last/size")
+            part = OpenAPIResponse(
+                description="The bytes a `Range: bytes=a-b` header asked for (Content-Range).",
+                content={"*/*": OpenAPIMediaType(schema=binary)},
+                headers={**headers, "content-range": range_header},
+            )
+            self.responses = dict(sorted({**(self.responses or {}), "206": part}.items()))
 
 
 # -- components the handlers cannot register -----------------------------------------------

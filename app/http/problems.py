@@ -27,6 +27,7 @@ _STATUS: tuple[tuple[type[e.MMRagError], int, str], ...] = (
     (e.InvalidFieldError, 422, "invalid-field"),
     (e.UnsupportedMediaError, 415, "unsupported-media-type"),
     (e.PayloadTooLargeError, 413, "payload-too-large"),
+    (e.RangeNotSatisfiableError, 416, "range-not-satisfiable"),
     (e.InputError, 400, "bad-request"),
     (e.CollectionNotFoundError, 404, "collection-not-found"),
     (e.AssetNotFoundError, 404, "asset-not-found"),
@@ -96,6 +97,8 @@ def domain_error_handler(
     headers = None
     if isinstance(exc, e.LLMRateLimitedError) and exc.retry_after_s is not None:
         headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
+    if isinstance(exc, e.RangeNotSatisfiableError):
+        headers = {"Content-Range": f"bytes */{exc.size}"}
     return problem(request, status, str(exc), slug=slug, field=field, headers=headers)
 
 

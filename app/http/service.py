@@ -3,6 +3,7 @@ language model) and moves CPU-heavy work off the event loop through a capacity l
 
 from __future__ import annotations
 
+import os
 import stat
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -77,6 +78,38 @@ def verified_source(asset: Asset) -> Path:
     ):
         raise AssetChangedError(f"{shown} changed since it was ingested; run ingestion again")
     return path
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedFile:
+    fd: int
+    size: int
+    mtime: float
+    media_type: str
+    filename: str
+
+
+def open_verified(asset: Asset) -> OpenedFile:
+    """Open the asset's file without following a last-moment link, and check the descriptor
+    itself: what is served is what was checked."""
+    path = verified_source(asset)
+    shown = asset.library_path
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError as exc:
+        detail = f"{shown} no longer exists; run ingestion with --sync to drop it"
+        raise AssetNotFoundError(asset.asset_id, detail) from exc
+    except OSError as exc:  # ELOOP: it became a link between the check and the open
+        raise AssetChangedError(f"{shown} changed while it was being opened") from exc
+    st = os.fstat(fd)
+    if (
+        not stat.S_ISREG(st.st_mode)
+        or st.st_size != asset.size_bytes
+        or (asset.mtime_ns is not None and st.st_mtime_ns != asset.mtime_ns)
+    ):
+        os.close(fd)
+        raise AssetChangedError(f"{shown} changed since it was ingested; run ingestion again")
+    return OpenedFile(fd, st.st_size, st.st_mtime, asset.mime, path.name)
 
 
 class QueryService:
@@ -200,10 +233,10 @@ class QueryService:
             raise AssetNotFoundError(asset_id)
         return segments
 
-    async def asset_content(self, asset_id: str, *, collection: str) -> AssetFile:
+    async def asset_content(self, asset_id: str, *, collection: str) -> OpenedFile:
+        """The ingested file, opened and checked; the caller owns (and closes) ``fd``."""
         asset = (await self.asset(asset_id, collection=collection))[0].asset
-        path = await self._run(lambda: verified_source(asset))
-        return AssetFile(path=path, media_type=asset.mime, filename=path.name)
+        return await self._run(lambda: open_verified(asset))
 
     async def asset_thumbnail(self, asset_id: str, *, collection: str) -> AssetFile:
         asset = (await self.asset(asset_id, collection=collection))[0].asset

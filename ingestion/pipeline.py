@@ -104,6 +104,7 @@ class _Plan:
     jobs: list[_Job]
     deletions: list[_Deletion]
     stored_ids: frozenset[str]  # every asset stored before the run
+    touched: list[tuple[str, int]]  # (asset id, new mtime_ns) of unchanged content
 
 
 class ProgressSink(Protocol):
@@ -120,6 +121,19 @@ class _NoProgress:
 
     def advance(self, done: int, description: str) -> None:
         pass
+
+
+def _touched(path: Path, sha: str, stored: list[IndexedAsset]) -> list[tuple[str, int]]:
+    """The stored asset of this very content whose recorded mtime is not the file's."""
+    try:
+        mtime_ns = path.stat().st_mtime_ns
+    except OSError:
+        return []
+    return [
+        (a.asset_id, mtime_ns)
+        for a in stored
+        if a.content_sha256 == sha and a.complete and a.mtime_ns != mtime_ns
+    ]
 
 
 def _looks_unchanged(path: Path, stored: list[IndexedAsset]) -> bool:
@@ -172,6 +186,7 @@ class IngestionPipeline:
                 by_source[item.source].append(item)
             jobs: list[_Job] = []
             deletions: list[_Deletion] = []
+            touched: list[tuple[str, int]] = []
             present: set[str] = set()
             for file in found.files:
                 source = str(file.path)
@@ -187,6 +202,10 @@ class IngestionPipeline:
                     report.results.append(FileResult(source, Outcome.FAILED, reason))
                     continue
                 job = self._job_for(file, sha, stored)
+                if job is None or isinstance(job, _Deletion):
+                    # Same content, touched: the stored mtime must follow, or the service
+                    # would refuse to serve the file as changed.
+                    touched.extend(_touched(file.path, sha, stored))
                 if job is None:
                     report.results.append(FileResult(source, Outcome.UNCHANGED))
                 elif isinstance(job, _Deletion):
@@ -204,7 +223,7 @@ class IngestionPipeline:
                     for source, why in unsure
                 )
         stored_ids = frozenset(a.asset_id for items in by_source.values() for a in items)
-        return _Plan(jobs, deletions, stored_ids)
+        return _Plan(jobs, deletions, stored_ids, touched)
 
     @staticmethod
     def _escaped(
@@ -285,6 +304,9 @@ class IngestionPipeline:
                 for d in deletions
             )
             return report
+        if plan.touched:
+            with self._timed(report, "write"):
+                self._writable().set_mtimes(dict(plan.touched))
         sink = progress or _NoProgress()
         sink.start(len(jobs))
         captions = CaptionIndex()

@@ -375,3 +375,29 @@ def test_animated_gif_uses_its_first_frame(
         first = clip.embed_images([gif.convert("RGB")])[0]
     hits = collection.search(VectorQuery({Signal.CLIP: first}, limit=1))
     assert hits[0].signal_scores[Signal.CLIP] == pytest.approx(1.0, abs=1e-3)
+
+
+def test_a_touched_file_keeps_its_vectors_and_records_its_new_time(
+    ingest: Callable[..., IngestReport],
+    open_collection: Callable[[str], EdgeCollection],
+    small_library: Path,
+) -> None:
+    """Same content, new mtime (a copy, a checkout): nothing is embedded again, but the stored
+    time follows, or the service would refuse to serve the file as changed."""
+    import os
+
+    from app.http.service import open_verified
+
+    assert ingest(small_library).ok
+    note = small_library / "notes" / "coffee-brewing.md"
+    st = note.stat()
+    os.utime(note, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
+    report = ingest(small_library)
+    assert report.count(Outcome.UNCHANGED) == len(report.results)
+    collection = open_collection("default")
+    (asset,) = [a for a in collection.indexed_assets() if a.source == str(note)]
+    assert asset.mtime_ns == st.st_mtime_ns + 5_000_000_000
+    segment = collection.asset_segments(asset.asset_id)[0]
+    opened = open_verified(segment.asset)
+    os.close(opened.fd)
+    assert opened.size == st.st_size

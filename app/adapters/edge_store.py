@@ -240,6 +240,17 @@ class EdgeCollection:
         with _engine_errors("delete points", self._path):
             self._shard.update(qe.UpdateOperation.delete_points_by_filter(_asset_filter(asset_ids)))
 
+    def set_mtimes(self, mtimes: Mapping[str, int]) -> None:
+        if not mtimes:
+            return
+        with _engine_errors("update modification times", self._path):
+            for asset_id, mtime_ns in mtimes.items():
+                self._shard.update(
+                    qe.UpdateOperation.set_payload_by_filter(
+                        _asset_filter([asset_id]), {"mtime_ns": mtime_ns}
+                    )
+                )
+
     def _scroll(
         self, flt: qe.Filter | None, fields: Sequence[str] | None
     ) -> Iterator[dict[str, Any]]:

@@ -64,6 +64,11 @@ class VectorCollection(Protocol):
 
     def delete_assets(self, asset_ids: Sequence[str]) -> None: ...
 
+    def set_mtimes(self, mtimes: Mapping[str, int]) -> None:
+        """Record new modification times (asset id -> mtime_ns) of files whose content is
+        unchanged, without rewriting their vectors."""
+        ...
+
     def indexed_assets(self) -> list[IndexedAsset]:
         """Every stored asset (a source may have several after an interrupted change)."""
         ...

@@ -1,7 +1,7 @@
 """Memory under a burst of image uploads: ``--clients`` concurrent ``POST /v1/search`` image
 queries against the real service, for a small PNG that claims huge dimensions (refused from
-its header) and for a large photo-sized one (decoded at most ``MMRAG_HTTP__IMAGE_DECODES`` at a
-time, JPEG/PNG reduced to what CLIP needs).
+its header), a camera-sized JPEG (decoded straight at a reduced size) and a 25 MP PNG (decoded
+whole, then reduced); at most ``MMRAG_HTTP__IMAGE_DECODES`` images decode at a time.
 
 Prints, per image: the server's resident memory before, its peak (``VmHWM``) and after, and
 each request's status and latency. Uses the answer benchmark's library (``bench/.cache/answer``,
@@ -27,14 +27,15 @@ from PIL import Image
 from bench.answer import ROOT, environment, free_port, prepare
 
 
-def png(width: int, height: int, *, noise: bool) -> bytes:
+def image(width: int, height: int, fmt: str, *, noise: bool) -> bytes:
     buf = io.BytesIO()
-    if noise:
+    if noise:  # incompressible detail, like a camera photo
         rng = np.random.default_rng(0)
         img = Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8))
-    else:
-        img = Image.new("L", (width, height))
-    img.save(buf, format="PNG", optimize=not noise)
+    else:  # a smooth gradient: a small file that decodes to full size
+        ramp = np.linspace(0, 255, width, dtype=np.uint8)
+        img = Image.fromarray(np.broadcast_to(ramp, (height, width)).copy()).convert("RGB")
+    img.save(buf, format=fmt, **({"quality": 90} if fmt == "JPEG" else {"optimize": True}))
     return buf.getvalue()
 
 
@@ -78,8 +79,9 @@ def main(argv: list[str] | None = None) -> int:
                 pass
             time.sleep(0.1)
         cases = {
-            "9400x9400 PNG, 0.1 MB (claims 88 MP)": png(9400, 9400, noise=False),
-            "4000x3000 PNG photo-sized noise (12 MP)": png(4000, 3000, noise=True),
+            "9400x9400 PNG (88 MP, over the limit)": image(9400, 9400, "PNG", noise=False),
+            "4000x3000 JPEG (12 MP camera-sized)": image(4000, 3000, "JPEG", noise=True),
+            "5000x5000 PNG (25 MP, at the limit)": image(5000, 5000, "PNG", noise=False),
         }
         for name, data in cases.items():
             before = memory_mb(server.pid, "VmRSS")

@@ -1,5 +1,7 @@
 """``QueryService``: what the controllers call. It owns the long-lived parts (models, store,
-language model) and moves CPU-heavy work off the event loop through a capacity limiter."""
+language model), opens collections, checks request limits, runs the core's question-answering
+flow, and moves CPU-heavy work off the event loop through capacity limiters (one for model and
+engine calls, a smaller one for decoding uploaded images)."""
 
 from __future__ import annotations
 
@@ -48,38 +50,6 @@ class AssetFile:
     filename: str
 
 
-def verified_source(asset: Asset) -> Path:
-    """The ingested file of ``asset``, only if it is still the very file that was ingested.
-
-    Served files must stay inside the library: the path must lie under the root it was found
-    in, no link may stand anywhere on it now (the file swapped for a link to ``/etc/shadow``,
-    or a folder on the way for a link elsewhere), and its size and modification time must be
-    the ingested ones. Details name the library path, never the server's absolute paths.
-    """
-    shown = asset.library_path
-    if asset.root is None:
-        detail = f"{shown} was ingested by an older version; run ingestion again to serve it"
-        raise AssetChangedError(detail)
-    path = Path(asset.source)
-    if not path.is_relative_to(asset.root):
-        raise AssetChangedError(f"{shown} lies outside its library folder; it is not served")
-    try:
-        st = path.lstat()
-        real = path.resolve(strict=True)
-    except (OSError, RuntimeError) as exc:
-        detail = f"{shown} no longer exists; run ingestion with --sync to drop it"
-        raise AssetNotFoundError(asset.asset_id, detail) from exc
-    if stat.S_ISLNK(st.st_mode) or real != path:
-        raise AssetChangedError(f"{shown} was replaced by a link since it was ingested")
-    if not stat.S_ISREG(st.st_mode):
-        raise AssetChangedError(f"{shown} is no longer a regular file")
-    if st.st_size != asset.size_bytes or (
-        asset.mtime_ns is not None and st.st_mtime_ns != asset.mtime_ns
-    ):
-        raise AssetChangedError(f"{shown} changed since it was ingested; run ingestion again")
-    return path
-
-
 @dataclass(frozen=True, slots=True)
 class OpenedFile:
     fd: int
@@ -90,17 +60,34 @@ class OpenedFile:
 
 
 def open_verified(asset: Asset) -> OpenedFile:
-    """Open the asset's file without following a last-moment link, and check the descriptor
-    itself: what is served is what was checked."""
-    path = verified_source(asset)
+    """The ingested file of ``asset``, opened, only if it is still the very file ingested.
+
+    Served files stay inside the library: the path must lie under the root it was found in, no
+    link may stand anywhere on it (the file swapped for a link to ``/etc/shadow``, or a folder
+    on the way for a link elsewhere), and the open descriptor's size and modification time must
+    be the ingested ones: what is served is what was checked. Details name the library path,
+    never the server's absolute paths. The caller owns (and closes) ``fd``.
+    """
     shown = asset.library_path
+    if asset.root is None:
+        detail = f"{shown} was ingested by an older version; run ingestion again to serve it"
+        raise AssetChangedError(detail)
+    path = Path(asset.source)
+    if not path.is_relative_to(asset.root):
+        raise AssetChangedError(f"{shown} lies outside its library folder; it is not served")
+    gone = f"{shown} no longer exists; run ingestion with --sync to drop it"
+    try:
+        real = path.resolve(strict=True)
+    except (OSError, RuntimeError) as exc:
+        raise AssetNotFoundError(asset.asset_id, gone) from exc
+    if real != path:
+        raise AssetChangedError(f"{shown} was replaced by a link since it was ingested")
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError as exc:
-        detail = f"{shown} no longer exists; run ingestion with --sync to drop it"
-        raise AssetNotFoundError(asset.asset_id, detail) from exc
+        raise AssetNotFoundError(asset.asset_id, gone) from exc
     except OSError as exc:  # ELOOP: it became a link between the check and the open
-        raise AssetChangedError(f"{shown} changed while it was being opened") from exc
+        raise AssetChangedError(f"{shown} was replaced by a link since it was ingested") from exc
     st = os.fstat(fd)
     if (
         not stat.S_ISREG(st.st_mode)

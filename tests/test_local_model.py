@@ -185,7 +185,7 @@ def test_a_chat_follow_up_retrieves_for_the_rewritten_question(qa: Any) -> None:
     assert "cat care" in titles(result.answer)  # what the 0.5B model then says varies
 
 
-def test_a_model_that_runs_too_long_is_cancelled(local_llm: LlamaCppLLM, tmp_path: Path) -> None:
+def test_a_model_that_runs_too_long_is_cancelled() -> None:
     slow = LlamaCppLLM(local_llm_path(), timeout_s=0.3)
     request = GenerationRequest(
         messages=(ChatMessage("user", "Count from 1 to 500, one number per line."),),
@@ -199,7 +199,6 @@ def test_a_model_that_runs_too_long_is_cancelled(local_llm: LlamaCppLLM, tmp_pat
         assert time.monotonic() < deadline, "the generation kept running after the timeout"
         time.sleep(0.05)
     asyncio.run(slow.aclose())
-    del tmp_path
 
 
 def local_llm_path() -> Path:

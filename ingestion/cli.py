@@ -13,9 +13,10 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from PIL.Image import Image
 from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -23,6 +24,8 @@ from rich.table import Table
 
 from app.core.collections import validate_collection_name
 from app.core.errors import MMRagError
+from app.core.models import EmbeddingModelInfo
+from app.core.ports import FloatMatrix, ImageTextEmbedder, TextEmbedder, VectorCollection
 from app.settings import Settings
 from ingestion.pipeline import IngestionPipeline, IngestReport, IngestRequest, Outcome
 from ingestion.readers import read_options_for
@@ -111,6 +114,60 @@ def _all_missing(paths: Sequence[Path]) -> list[Path]:
     return missing if len(missing) == len(paths) else []
 
 
+class _Models:
+    """CLIP and the text model, loaded on first use: an unchanged library never needs them
+    (importing open_clip and loading the weights is most of a no-op run's time)."""
+
+    def __init__(self, load: Callable[[], tuple[ImageTextEmbedder, TextEmbedder]]) -> None:
+        self._load = load
+        self._loaded: tuple[ImageTextEmbedder, TextEmbedder] | None = None
+
+    def get(self) -> tuple[ImageTextEmbedder, TextEmbedder]:
+        if self._loaded is None:
+            self._loaded = self._load()
+        return self._loaded
+
+
+class _LazyClip:
+    def __init__(self, models: _Models) -> None:
+        self._models = models
+
+    @property
+    def info(self) -> EmbeddingModelInfo:
+        return self._models.get()[0].info
+
+    def embed_images(self, images: Sequence[Image]) -> FloatMatrix:
+        return self._models.get()[0].embed_images(images)
+
+    def embed_texts(self, texts: Sequence[str]) -> FloatMatrix:
+        return self._models.get()[0].embed_texts(texts)
+
+
+class _LazyText:
+    def __init__(self, models: _Models) -> None:
+        self._models = models
+
+    @property
+    def info(self) -> EmbeddingModelInfo:
+        return self._models.get()[1].info
+
+    def embed_texts(self, texts: Sequence[str]) -> FloatMatrix:
+        return self._models.get()[1].embed_texts(texts)
+
+
+def _load_models(settings: Settings, console: Console) -> tuple[ImageTextEmbedder, TextEmbedder]:
+    from app.wiring import build_clip, build_text
+
+    console.print("loading models…")
+    clip, text = build_clip(settings), build_text(settings)
+    console.print(
+        f"models: clip={clip.info.name} ({clip.info.weights}, "
+        f"{'aligned' if clip.info.aligned else 'NOT aligned: image queries only'}), "
+        f"text={text.info.name}"
+    )
+    return clip, text
+
+
 def _ingest(args: argparse.Namespace, console: Console) -> int:
     settings = _settings(args)
     paths = tuple(p.expanduser() for p in args.paths)
@@ -119,29 +176,37 @@ def _ingest(args: argparse.Namespace, console: Console) -> int:
         for path in missing:
             console.print(f"[red]path not found:[/red] {path}")
         return EXIT_CANNOT_RUN
-    from app.wiring import build_clip, build_store, build_text, collection_spec
+    from app.wiring import build_store, collection_spec
 
-    with console.status("loading models…"):
-        clip = build_clip(settings)
-        text = build_text(settings)
-    console.print(
-        f"models: clip={clip.info.name} ({clip.info.weights}, "
-        f"{'aligned' if clip.info.aligned else 'NOT aligned: image queries only'}), "
-        f"text={text.info.name}"
-    )
     store = build_store(settings)
     try:
         name = settings.collection
-        spec = collection_spec(settings, name, clip, text)
-        collection = None
-        if not args.dry_run or store.exists(name):
-            collection = store.open(
-                spec,
-                create=not args.dry_run,
-                require_index_settings=settings.quantization.index_settings_explicit,
-            )
+        explicit = settings.quantization.index_settings_explicit
+        clip: ImageTextEmbedder
+        text: TextEmbedder
+        collection: VectorCollection | None = None
+        if store.exists(name) and not explicit:
+            # Plan from the stored collection; models load only when something must be embedded,
+            # and are then checked against the collection before the first vector is written.
+            collection = store.open_stored(name)
+
+            def load() -> tuple[ImageTextEmbedder, TextEmbedder]:
+                loaded = _load_models(settings, console)
+                store.open(collection_spec(settings, name, *loaded), create=False)
+                return loaded
+
+            models = _Models(load)
+            clip, text = _LazyClip(models), _LazyText(models)
         else:
-            console.print(f"collection {name!r} does not exist yet; every file would be new")
+            clip, text = _load_models(settings, console)
+            if not args.dry_run or store.exists(name):
+                collection = store.open(
+                    collection_spec(settings, name, clip, text),
+                    create=not args.dry_run,
+                    require_index_settings=explicit,
+                )
+            else:
+                console.print(f"collection {name!r} does not exist yet; every file would be new")
         pipeline = IngestionPipeline(
             collection,
             clip,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -326,6 +327,20 @@ def test_cli_reports_a_corrupt_image_and_exits_1(sample_library: Path, tmp_path:
     again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 1
     assert "unchanged │     1" in again.stdout
+    assert "loading models" not in again.stdout  # nothing to embed: no model is loaded
+
+    # Something new to embed, but the configured models are not the collection's: refused
+    # once the models are known, before anything is written.
+    (folder / "moon.png").write_bytes(
+        (sample_library / "photos" / "space" / "moon.png").read_bytes()
+    )
+    other = {**env, "MMRAG_CLIP__MODEL": "RN50"}
+    mixed = subprocess.run(cmd, cwd=ROOT, env=other, capture_output=True, text=True, timeout=300)
+    assert mixed.returncode == 2, mixed.stdout + mixed.stderr
+    assert "was built with other settings" in mixed.stdout
+    final = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert re.search(r"ingested +│ +1 │", final.stdout)  # moon.png: not written when refused
+    assert "2 assets, 2 points" in final.stdout
 
 
 @pytest.mark.parametrize(

@@ -430,6 +430,30 @@ class EdgeVectorStore:
                         str(path / _SHARD_DIR), self._config(stored)
                     )
 
+    def open_stored(self, name: str) -> EdgeCollection:
+        """An existing collection as it was built, opened before any model is loaded: planning
+        an ingest run needs none. A later ``open(spec)`` checks the models against it."""
+        with self._lock:
+            if name in self._open:
+                return self._open[name]
+            path = self._dir(name)
+            if not (path / _SPEC_FILE).is_file():
+                raise CollectionNotFoundError(name)
+            stored = self._read_spec(path / _SPEC_FILE)
+            shard_dir = path / _SHARD_DIR
+            if name in self._held:
+                shard = self._held.pop(name)
+            elif (shard_dir / "edge_config.json").is_file():
+                with _engine_errors("open the collection", path):
+                    shard = qe.EdgeShard.load(str(shard_dir), self._config(stored))
+            else:
+                shard = self._create_shard(stored, shard_dir)
+            with _engine_errors("open the collection", path):
+                _ensure_payload_indexes(shard)
+            collection = EdgeCollection(shard, stored, path)
+            self._open[name] = collection
+            return collection
+
     def open(
         self, spec: CollectionSpec, *, create: bool, require_index_settings: bool = False
     ) -> EdgeCollection:

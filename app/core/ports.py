@@ -100,6 +100,10 @@ class VectorStore(Protocol):
         """The collections that exist, sorted."""
         ...
 
+    def open_stored(self, name: str) -> VectorCollection:
+        """An existing collection as built, before models are known (to plan ingestion)."""
+        ...
+
     def hold(self, name: str) -> None:
         """Take hold of an existing collection before models are loaded (fail fast on a lock)."""
         ...

@@ -89,3 +89,23 @@ def test_pretrained_weights_offline_fail_fast_and_say_what_to_do() -> None:
 def test_text_model_from_a_missing_path_fails_clearly(tmp_path: Path) -> None:
     with pytest.raises(ModelUnavailableError, match="MMRAG_TEXT__MODEL"):
         SentenceTextEmbedder(str(tmp_path / "no-model"), hub_probe_timeout_s=1)
+
+
+def test_checkpoint_digests_are_cached_by_size_and_time(tmp_path: Path) -> None:
+    """A big checkpoint is hashed once per version of the file, not at every start."""
+    import hashlib
+    import os
+
+    from app.adapters.fingerprints import file_sha256
+
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(b"a" * 1000)
+    cache = tmp_path / "cache"
+    first = file_sha256(weights, cache_dir=cache)
+    assert first == hashlib.sha256(b"a" * 1000).hexdigest()
+    st = weights.stat()
+    weights.write_bytes(b"b" * 1000)  # same size; time put back: the cached digest is trusted
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert file_sha256(weights, cache_dir=cache) == first
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns + 1))  # touched: hashed again
+    assert file_sha256(weights, cache_dir=cache) == hashlib.sha256(b"b" * 1000).hexdigest()

@@ -6,7 +6,6 @@ local checkpoint file, or, only when asked for, random initialisation (tests).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import pickle
 import threading
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from app.adapters.fingerprints import file_sha256
 from app.adapters.hub import hub_endpoint, hub_offline, hub_reachable
 from app.core.errors import ConfigurationError, ModelUnavailableError
 from app.core.models import EmbeddingModelInfo
@@ -39,11 +39,7 @@ def resolve_device(device: str) -> str:
 
 
 def _file_fingerprint(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(1 << 22):
-            digest.update(block)
-    return f"{path.name}#sha256:{digest.hexdigest()[:16]}"
+    return f"{path.name}#sha256:{file_sha256(path)[:16]}"
 
 
 def pretrained_available(model_name: str, pretrained: str, *, probe_timeout_s: float) -> bool:

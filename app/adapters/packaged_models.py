@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.adapters.fingerprints import default_cache_dir
 from app.core.errors import ModelUnavailableError
 
 _CHUNK = 1 << 22
@@ -55,8 +56,7 @@ PACKAGED_MODELS = {m.name: m for m in (QWEN_GGUF,)}
 
 
 def default_models_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "mmrag" / "models"
+    return default_cache_dir() / "models"
 
 
 def _part_path(module: str, attribute: str, package_hint: str) -> Path:

@@ -1,4 +1,5 @@
-"""The ingestion pipeline: plan → read → embed → write, each stage timed.
+"""The ingestion pipeline: plan → read → embed → write, each stage timed; reading runs one
+batch ahead of embedding in a worker thread.
 
 Idempotent (deterministic ids; unchanged files are skipped without re-embedding), incremental
 (a changed file's new points are written before its old ones are deleted, so a crash in
@@ -15,6 +16,7 @@ import re
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -310,9 +312,21 @@ class IngestionPipeline:
         sink = progress or _NoProgress()
         sink.start(len(jobs))
         captions = CaptionIndex()
-        for start in range(0, len(jobs), self._batch):
-            batch = jobs[start : start + self._batch]
-            self._run_batch(batch, captions, report, sink)
+        batches = [jobs[i : i + self._batch] for i in range(0, len(jobs), self._batch)]
+        # Files are read (decoded, thumbnailed) one batch ahead in a worker thread while the
+        # model embeds the current batch: decoding releases the GIL, and the model is never
+        # left waiting for the next batch. Writes stay in this thread, in order.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-read") as reader:
+            ahead = [
+                reader.submit(self._read_batch, b, captions, report, sink) for b in batches[:1]
+            ]
+            for n in range(len(batches)):
+                prepared = ahead.pop().result()
+                if n + 1 < len(batches):
+                    ahead.append(
+                        reader.submit(self._read_batch, batches[n + 1], captions, report, sink)
+                    )
+                self._embed_and_write(prepared, report, sink)
         report.warnings.extend(captions.problems)
         if deletions:
             self._delete(deletions, report)
@@ -327,13 +341,13 @@ class IngestionPipeline:
             raise RuntimeError("a pipeline without a collection can only plan")
         return self._collection
 
-    def _run_batch(
+    def _read_batch(
         self,
         batch: Sequence[_Job],
         captions: CaptionIndex,
         report: IngestReport,
         sink: ProgressSink,
-    ) -> None:
+    ) -> list[tuple[_Job, PreparedAsset]]:
         prepared: list[tuple[_Job, PreparedAsset]] = []
         with self._timed(report, "read"):
             for job in batch:
@@ -342,6 +356,14 @@ class IngestionPipeline:
                 except InputError as exc:
                     report.results.append(FileResult(str(job.file.path), Outcome.FAILED, str(exc)))
                     sink.advance(1, job.file.path.name)
+        return prepared
+
+    def _embed_and_write(
+        self,
+        prepared: list[tuple[_Job, PreparedAsset]],
+        report: IngestReport,
+        sink: ProgressSink,
+    ) -> None:
         if not prepared:
             return
         with self._timed(report, "embed"):

@@ -112,14 +112,31 @@ def _check_size(path: Path, options: ReadOptions) -> tuple[int, int]:
     return size, stat.st_mtime_ns
 
 
-def _decode_image(path: Path) -> tuple[Image.Image, str]:
+# Decoded images are reduced to this shorter side at most: enough for CLIP's 224 px crop and
+# the thumbnail. JPEGs are decoded straight at about this size (DCT scaling, ``Image.draft``):
+# a 12-megapixel photo decodes several times faster and in a fraction of the memory.
+WORKING_SIDE = 448
+_EXIF_ORIENTATION = 0x0112
+_TRANSPOSED = frozenset({5, 6, 7, 8})  # orientations that swap width and height
+
+
+def _decode_image(path: Path, min_side: int) -> tuple[Image.Image, str, tuple[int, int]]:
+    """The image reduced for embedding, its MIME type, and its full upright (width, height)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as probe:
                 probe.verify()  # catches truncated and corrupt files before decoding
             img = Image.open(path)
+            width, height = img.size
+            try:
+                orientation = img.getexif().get(_EXIF_ORIENTATION)
+            except (OSError, ValueError, SyntaxError):
+                orientation = None
             img.seek(0)  # first frame of animations
+            scale = min(width, height) / min_side
+            if scale > 1:
+                img.draft("RGB", (max(1, int(width / scale)), max(1, int(height / scale))))
             img.load()
     except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
         raise AssetReadError(f"not a readable image: {exc}") from exc
@@ -128,7 +145,16 @@ def _decode_image(path: Path) -> tuple[Image.Image, str]:
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise AssetReadError(f"corrupt image: {exc}") from exc
     mime = Image.MIME.get(img.format or "", "") or mimetypes.guess_type(path.name)[0] or ""
-    return img, mime
+    upright = (height, width) if orientation in _TRANSPOSED else (width, height)
+    return img, mime, upright
+
+
+def _reduced(img: Image.Image, min_side: int) -> Image.Image:
+    scale = min(img.size) / min_side
+    if scale <= 1:
+        return img
+    size = (max(1, round(img.width / scale)), max(1, round(img.height / scale)))
+    return img.resize(size, Image.Resampling.BICUBIC, reducing_gap=2.0)
 
 
 def _write_thumbnail(img: Image.Image, asset_id: str, options: ReadOptions) -> str:
@@ -146,11 +172,12 @@ def read_image(
     path: Path, sha256: str, options: ReadOptions, captions: CaptionIndex, *, root: Path
 ) -> PreparedAsset:
     size, mtime_ns = _check_size(path, options)
-    raw, mime = _decode_image(path)
+    working_side = max(WORKING_SIDE, options.thumbnail_px)
+    raw, mime, (width, height) = _decode_image(path, working_side)
     with raw:
         words = _embedded_words(raw)
         img = ImageOps.exif_transpose(raw.convert("RGBA") if raw.mode == "P" else raw)
-        img = img.convert("RGB")
+        img = _reduced(img.convert("RGB"), working_side)
     entry = captions.lookup(path)
     caption_parts = _unique([entry.caption if entry else None, _sidecar_words(path), *words])
     caption = "\n".join(caption_parts) or None
@@ -167,8 +194,8 @@ def read_image(
         title=(entry.title if entry and entry.title else _title_from(path)),
         caption=caption,
         tags=tuple(dict.fromkeys([*options.tags, *(entry.tags if entry else ())])),
-        width=img.width,
-        height=img.height,
+        width=width,
+        height=height,
         thumbnail=_write_thumbnail(img, asset_id, options),
         mtime_ns=mtime_ns,
         root=str(root),

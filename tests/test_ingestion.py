@@ -416,3 +416,29 @@ def test_a_touched_file_keeps_its_vectors_and_records_its_new_time(
     opened = open_verified(segment.asset)
     os.close(opened.fd)
     assert opened.size == st.st_size
+
+
+def test_camera_sized_photos_decode_at_the_size_the_model_needs(
+    settings: Settings, sample_library: Path, tmp_path: Path
+) -> None:
+    """A 12 MP JPEG is decoded straight at ~448 px (DCT scaling), yet the asset keeps its real,
+    upright dimensions and a proper thumbnail."""
+    from ingestion.discovery import CaptionIndex
+    from ingestion.readers import WORKING_SIDE, read_image, read_options_for
+
+    with Image.open(sample_library / "photos" / "animals" / "chelsea.jpg") as original:
+        photo = original.convert("RGB")
+    big = tmp_path / "camera.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # sideways, as phones store portrait shots
+    photo.resize((4000, 3000)).save(big, quality=90, exif=exif)
+    prepared = read_image(
+        big, "0" * 64, read_options_for(settings, "default"), CaptionIndex(), root=tmp_path
+    )
+    assert (prepared.asset.width, prepared.asset.height) == (3000, 4000)
+    assert prepared.image is not None
+    assert min(prepared.image.size) == WORKING_SIDE
+    assert prepared.image.height > prepared.image.width  # upright
+    assert prepared.asset.thumbnail is not None
+    with Image.open(settings.data_dir / prepared.asset.thumbnail) as thumb:
+        assert max(thumb.size) == settings.ingestion.thumbnail_px

@@ -13,6 +13,7 @@ import argparse
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -159,11 +160,12 @@ def _load_models(settings: Settings, console: Console) -> tuple[ImageTextEmbedde
     from app.wiring import build_clip, build_text
 
     console.print("loading models…")
+    started = time.perf_counter()
     clip, text = build_clip(settings), build_text(settings)
     console.print(
         f"models: clip={clip.info.name} ({clip.info.weights}, "
         f"{'aligned' if clip.info.aligned else 'NOT aligned: image queries only'}), "
-        f"text={text.info.name}"
+        f"text={text.info.name} (loaded in {time.perf_counter() - started:.1f}s)"
     )
     return clip, text
 

@@ -303,6 +303,7 @@ def test_nothing_found_never_calls_the_model(client_with: Callable[..., Client])
         .json()
     )
     assert body["status"] == "nothing_found"
+    assert (body["provider"], body["model"]) == ("none", "none")  # no model wrote it
 
 
 # -- bad input: precise 4xx problems -----------------------------------------------------------

@@ -150,12 +150,13 @@ class QuestionAnswering:
         return QAResult(answer, retrieved.retrieval, retrieved.query)
 
     def nothing_found(self, question: str) -> Answer:
+        """Written from the prompt template: no model was asked, and the answer says so."""
         return Answer(
             text=self._prompts.nothing_found.render(question=question),
             status=AnswerStatus.NOTHING_FOUND,
             citations=(),
-            provider=self._strategy.provider,
-            model=self._strategy.model,
+            provider="none",
+            model="none",
             prompt_version=self._prompts.version,
         )
 

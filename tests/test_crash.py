@@ -9,7 +9,6 @@ with a version that kills the process at the chosen moment, then runs the CLI's 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -89,21 +88,11 @@ LONG_NOTE = "\n\n".join(
 
 
 @pytest.fixture
-def library(sample_library: Path, tmp_path: Path) -> Path:
-    root = tmp_path / "lib"
-    for rel in (
-        "photos/animals/chelsea.jpg",
-        "photos/animals/chelsea.jpg.txt",
-        "photos/food/coffee.jpg",
-        "photos/space/rocket.jpg",
-        "photos/space/captions.jsonl",
-        "notes/coffee-brewing.md",
-    ):
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(sample_library / rel, root / rel)
-    (root / "notes" / "greenhouse.md").write_text(LONG_NOTE)  # several chunks
-    (root / "notes" / "garden.md").write_text(LONG_NOTE.replace("greenhouse", "garden"))
-    return root
+def library(small_library: Path) -> Path:
+    """The shared small library, plus two notes long enough to make several chunks."""
+    (small_library / "notes" / "greenhouse.md").write_text(LONG_NOTE)
+    (small_library / "notes" / "garden.md").write_text(LONG_NOTE.replace("greenhouse", "garden"))
+    return small_library
 
 
 @pytest.fixture

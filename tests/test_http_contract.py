@@ -4,7 +4,6 @@ document that says what the service really accepts and answers."""
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 from http import HTTPStatus
 from pathlib import Path
@@ -16,13 +15,11 @@ from litestar import Litestar, Request, post
 from litestar.response import ServerSentEvent
 from litestar.testing import TestClient
 
-from app.adapters.openclip import OpenClipEmbedder
-from app.adapters.text_embedder import SentenceTextEmbedder
 from app.http.app import Models, create_app
 from app.http.bodies import FORM_FIELDS, json_body
 from app.http.openapi import JsonBodyOperation, openapi_config, problem_responses
 from app.http.schemas import HealthOut, TopK
-from tests.conftest import make_settings
+from tests.conftest import CAT_FILES, copy_sample, make_settings
 from tests.test_http import ingest_into, problem_of
 
 Client = TestClient[Any]
@@ -31,22 +28,10 @@ PROBLEM_REF = {"$ref": "#/components/schemas/ProblemDetails"}
 
 
 @pytest.fixture(scope="module")
-def models(clip: OpenClipEmbedder, text_model: SentenceTextEmbedder) -> Models:
-    return Models(clip=clip, text=text_model)
-
-
-@pytest.fixture(scope="module")
 def data_dir(
     models: Models, sample_library: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
-    library = tmp_path_factory.mktemp("contract-library")
-    for rel in (
-        "photos/animals/chelsea.jpg",
-        "photos/animals/chelsea.jpg.txt",
-        "notes/cat-care.txt",
-    ):
-        (library / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(sample_library / rel, library / rel)
+    library = copy_sample(sample_library, tmp_path_factory.mktemp("contract-library"), CAT_FILES)
     data = tmp_path_factory.mktemp("contract-data")
     ingest_into(make_settings(data), models, library)
     return data

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
 import httpx
+import msgspec
 from langchain_core.callbacks import (
     AsyncCallbackManagerForRetrieverRun,
     CallbackManagerForRetrieverRun,
@@ -33,7 +34,7 @@ from app.core.errors import MMRagError
 from app.core.models import SearchFilters, SearchHit, Signal
 from app.core.ports import VectorCollection
 from app.core.retrieval import Retriever
-from app.http.schemas import asset_urls, snippet
+from app.http.schemas import Filters, asset_urls, snippet
 
 if TYPE_CHECKING:
     from app.settings import Settings
@@ -153,10 +154,6 @@ class MMRagRetriever(BaseRetriever):
         return [d for d in docs if d.metadata["relevant"]] if self.relevant_only else docs
 
     def _local_filters(self) -> SearchFilters:
-        import msgspec
-
-        from app.http.schemas import Filters
-
         return msgspec.convert(self.filters, type=Filters).to_domain()
 
     def _get_relevant_documents(

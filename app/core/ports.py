@@ -52,6 +52,37 @@ class TextEmbedder(Protocol):
     def embed_texts(self, texts: Sequence[str]) -> FloatMatrix: ...
 
 
+@dataclass(frozen=True, slots=True)
+class TranscriptPiece:
+    """A stretch of recognised speech with its time span in the recording (seconds)."""
+
+    start_s: float
+    end_s: float
+    text: str
+
+
+class SpeechRecognizer(Protocol):
+    """Speech to time-coded text (Whisper and the like)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def transcribe(self, samples: npt.NDArray[np.float32]) -> list[TranscriptPiece]:
+        """``samples``: mono float32 PCM at 16 kHz, in [-1, 1]."""
+        ...
+
+
+class TextRecognizer(Protocol):
+    """Text in pictures (OCR): photos, video frames, scanned pages."""
+
+    @property
+    def name(self) -> str: ...
+
+    def read_text(self, image: Image) -> str:
+        """The words the picture shows, in reading order; "" when there are none."""
+        ...
+
+
 class VectorCollection(Protocol):
     """One open collection of the vector store."""
 

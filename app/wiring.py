@@ -15,13 +15,21 @@ from app.adapters.edge_store import EdgeVectorStore
 from app.adapters.llm_langchain import LangChainChatLLM, init_langchain_model
 from app.adapters.llm_local import LlamaCppLLM
 from app.adapters.llm_openai import OpenAICompatibleLLM
+from app.adapters.ocr import TesseractOCR, tesseract_available
 from app.adapters.openclip import OpenClipEmbedder
-from app.adapters.packaged_models import QWEN_GGUF, ensure_packaged
+from app.adapters.packaged_models import QWEN_GGUF, WHISPER_BASE, ensure_packaged
+from app.adapters.speech import WhisperRecognizer
 from app.adapters.text_embedder import SentenceTextEmbedder
 from app.core.answering import AnswerStrategy, ExtractiveAnswers, ImageLoader, ModelAnswers
-from app.core.errors import ModelUnavailableError
+from app.core.errors import ConfigurationError, ModelUnavailableError
 from app.core.models import CollectionSpec
-from app.core.ports import ImageTextEmbedder, LanguageModel, TextEmbedder
+from app.core.ports import (
+    ImageTextEmbedder,
+    LanguageModel,
+    SpeechRecognizer,
+    TextEmbedder,
+    TextRecognizer,
+)
 from app.core.prompts import load_prompts
 from app.core.qa import Offload, QuestionAnswering
 from app.core.retrieval import RetrievalOptions, Retriever
@@ -66,6 +74,48 @@ def collection_spec(
     return CollectionSpec(
         name=name, clip=clip.info, text=text.info, quantization=settings.quantization.spec()
     )
+
+
+def build_ocr(settings: Settings) -> tuple[TextRecognizer | None, str | None]:
+    """Tesseract when OCR is on and installed, with a notice when 'auto' turned it off."""
+    i = settings.ingestion
+    if i.ocr == "off":
+        return None, None
+    if tesseract_available(i.tesseract, i.ocr_language) is None:
+        msg = (
+            f"OCR is off: tesseract ({i.tesseract!r}, language {i.ocr_language!r}) is not "
+            "installed, so text inside pictures, frames and scanned pages is not read. Install "
+            "it (Debian: apt-get install tesseract-ocr tesseract-ocr-eng) or set "
+            "MMRAG_INGESTION__OCR=off to silence this."
+        )
+        if i.ocr == "on":
+            raise ConfigurationError(msg.replace("OCR is off: ", "ingestion.ocr=on, but "))
+        return None, msg
+    return TesseractOCR(i.tesseract, i.ocr_language), None
+
+
+def build_speech(settings: Settings) -> tuple[SpeechRecognizer | None, str | None]:
+    """Whisper (the configured folder, else Whisper base assembled by ``models fetch``), with a
+    notice when 'auto' turned speech recognition off. The model loads on first use."""
+    i = settings.ingestion
+    if i.speech == "off":
+        return None, None
+    try:
+        folder = i.speech_model or ensure_packaged(
+            WHISPER_BASE, settings.llm.models_dir, fetch=False
+        )
+        if not (folder / "model.bin").is_file():
+            msg = f"{folder} is not a CTranslate2 Whisper folder (no model.bin)"
+            raise ModelUnavailableError(msg)
+    except ModelUnavailableError as exc:
+        if i.speech == "on":
+            raise
+        msg = (
+            f"speech recognition is off ({exc}); recordings need a .srt/.vtt/.txt transcript "
+            "beside them. Run `python -m app models fetch` to assemble Whisper base."
+        )
+        return None, msg
+    return WhisperRecognizer(folder, language=i.speech_language), None
 
 
 def local_model_path(settings: Settings, *, fetch: bool = False) -> Path:
@@ -137,10 +187,13 @@ def build_retriever(settings: Settings, clip: ImageTextEmbedder, text: TextEmbed
         text,
         RetrievalOptions(
             candidates_per_signal=r.candidates_per_signal,
+            fusion=r.fusion,
             rrf_k=r.rrf_k,
             min_text_score=r.min_text_score,
             min_clip_text_score=r.min_clip_text_score,
             min_clip_image_score=r.min_clip_image_score,
+            min_bm25_coverage=r.min_bm25_coverage,
+            coarse_videos=r.coarse_videos,
         ),
     )
 

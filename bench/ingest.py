@@ -88,8 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             prepared = read_image(path, "0" * 64, options, CaptionIndex(), root=path.parent)
             scaled.append(time.perf_counter() - t0)
-            assert prepared.image is not None
-            decoded.append(prepared.image)
+            decoded.append(prepared.images[0])
         clip.embed_images(decoded[:2])  # warm-up
         t0 = time.perf_counter()
         for i in range(0, len(decoded), args.batch):

@@ -178,7 +178,7 @@ def _ingest(args: argparse.Namespace, console: Console) -> int:
         for path in missing:
             console.print(f"[red]path not found:[/red] {path}")
         return EXIT_CANNOT_RUN
-    from app.wiring import build_store, collection_spec
+    from app.wiring import build_ocr, build_speech, build_store, collection_spec
 
     store = build_store(settings)
     try:
@@ -209,11 +209,16 @@ def _ingest(args: argparse.Namespace, console: Console) -> int:
                 )
             else:
                 console.print(f"collection {name!r} does not exist yet; every file would be new")
+        ocr, ocr_notice = build_ocr(settings)
+        speech, speech_notice = build_speech(settings)
+        options = read_options_for(
+            settings, name, tags=tuple(dict.fromkeys(args.tag)), ocr=ocr, speech=speech
+        )
         pipeline = IngestionPipeline(
             collection,
             clip,
             text,
-            read_options_for(settings, name, tags=tuple(dict.fromkeys(args.tag))),
+            options,
             write_batch_assets=settings.ingestion.write_batch_assets,
         )
         request = IngestRequest(
@@ -224,6 +229,7 @@ def _ingest(args: argparse.Namespace, console: Console) -> int:
             exclude=(settings.data_dir,),
         )
         report = _run_with_progress(pipeline, request, console, quiet=args.quiet)
+        report.warnings.extend(n for n in (ocr_notice, speech_notice) if n)
         if collection is not None and not args.dry_run:
             stats = collection.stats()
             console.print(

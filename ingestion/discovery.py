@@ -17,25 +17,43 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 TEXT_SUFFIXES = frozenset({".txt", ".md", ".markdown"})
+VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mkv", ".webm", ".mov", ".avi"})
+AUDIO_SUFFIXES = frozenset({".mp3", ".wav", ".flac", ".ogg", ".oga", ".m4a", ".opus", ".aac"})
+PDF_SUFFIXES = frozenset({".pdf"})
 MANIFEST_NAMES = ("captions.csv", "captions.jsonl")
 SIDECAR_SUFFIX = ".txt"
+TRANSCRIPT_SUFFIXES = frozenset({".srt", ".vtt"})
+_BY_SUFFIX = {
+    **dict.fromkeys(IMAGE_SUFFIXES, Modality.IMAGE),
+    **dict.fromkeys(TEXT_SUFFIXES, Modality.TEXT),
+    **dict.fromkeys(VIDEO_SUFFIXES, Modality.VIDEO),
+    **dict.fromkeys(AUDIO_SUFFIXES, Modality.AUDIO),
+    **dict.fromkeys(PDF_SUFFIXES, Modality.PDF),
+}
+_MEDIA_SUFFIXES = IMAGE_SUFFIXES | VIDEO_SUFFIXES | AUDIO_SUFFIXES
 
 
 def modality_of(path: Path) -> Modality | None:
-    suffix = path.suffix.lower()
-    if suffix in IMAGE_SUFFIXES:
-        return Modality.IMAGE
-    if suffix in TEXT_SUFFIXES:
-        return Modality.TEXT
-    return None
+    return _BY_SUFFIX.get(path.suffix.lower())
 
 
 def is_sidecar(path: Path) -> bool:
-    """``photo.jpg.txt`` describes ``photo.jpg``; it is not a document of its own."""
-    if path.suffix.lower() != SIDECAR_SUFFIX:
-        return False
-    target = path.with_suffix("")
-    return target.suffix.lower() in IMAGE_SUFFIXES and target.exists()
+    """Words about another file, not a document of their own: ``photo.jpg.txt`` (a caption or
+    a transcript), ``talk.srt`` / ``talk.vtt`` / ``talk.mp4.srt`` (timed transcripts)."""
+    suffix = path.suffix.lower()
+    if suffix == SIDECAR_SUFFIX:
+        target = path.with_suffix("")
+        return target.suffix.lower() in _MEDIA_SUFFIXES and target.exists()
+    if suffix in TRANSCRIPT_SUFFIXES:
+        inner = path.with_suffix("")
+        if inner.suffix.lower() in VIDEO_SUFFIXES | AUDIO_SUFFIXES:
+            return inner.exists()
+        return any(
+            inner.with_suffix(s).exists()
+            for s in (*VIDEO_SUFFIXES, *AUDIO_SUFFIXES)
+            if path.parent == inner.parent
+        )
+    return False
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,11 +28,14 @@ from app.core.indexing import PreparedAsset, embed_segments
 from app.core.models import IndexedAsset, Modality
 from app.core.ports import ImageTextEmbedder, TextEmbedder, VectorCollection
 from ingestion.discovery import CaptionIndex, Discovered, Discovery, discover
+from ingestion.media import read_audio, read_video
+from ingestion.pdf import read_pdf
 from ingestion.readers import AssetReadError, ReadOptions, read_image, read_text
 
 log = logging.getLogger(__name__)
 
-_THUMBNAIL = re.compile(r"[0-9a-f]{32}\.jpg(\.tmp)?")
+# ``<asset_id>.jpg`` for an asset, ``<asset_id>-<segment>.jpg`` for a frame or a page.
+_THUMBNAIL = re.compile(r"([0-9a-f]{32})(-\d+)?\.jpg(\.tmp)?")
 
 
 class Outcome(StrEnum):
@@ -61,6 +64,7 @@ class IngestReport:
     missing_roots: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     timings_s: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    decoded: int = 0  # video frames, PDF pages and recordings decoded in this run
 
     def count(self, outcome: Outcome) -> int:
         return sum(1 for r in self.results if r.outcome is outcome)
@@ -352,7 +356,9 @@ class IngestionPipeline:
         with self._timed(report, "read"):
             for job in batch:
                 try:
-                    prepared.append((job, self._prepare(job, captions)))
+                    item = self._prepare(job, captions)
+                    prepared.append((job, item))
+                    report.decoded += item.decoded
                 except InputError as exc:
                     report.results.append(FileResult(str(job.file.path), Outcome.FAILED, str(exc)))
                     sink.advance(1, job.file.path.name)
@@ -387,9 +393,17 @@ class IngestionPipeline:
 
     def _prepare(self, job: _Job, captions: CaptionIndex) -> PreparedAsset:
         file = job.file
-        if file.modality is Modality.IMAGE:
-            return read_image(file.path, job.sha256, self._read, captions, root=file.root)
-        return read_text(file.path, job.sha256, self._read, root=file.root)
+        match file.modality:
+            case Modality.IMAGE:
+                return read_image(file.path, job.sha256, self._read, captions, root=file.root)
+            case Modality.VIDEO:
+                return read_video(file.path, job.sha256, self._read, root=file.root)
+            case Modality.AUDIO:
+                return read_audio(file.path, job.sha256, self._read, root=file.root)
+            case Modality.PDF:
+                return read_pdf(file.path, job.sha256, self._read, root=file.root)
+            case Modality.TEXT:
+                return read_text(file.path, job.sha256, self._read, root=file.root)
 
     def _delete(self, deletions: Sequence[_Deletion], report: IngestReport) -> None:
         asset_ids = [a.asset_id for d in deletions for a in d.assets]
@@ -399,8 +413,12 @@ class IngestionPipeline:
         report.results.extend(FileResult(d.source, d.outcome, d.reason) for d in deletions)
 
     def _drop_thumbnails(self, asset_ids: Iterable[str]) -> None:
+        folder = self._read.thumbnails_dir
         for asset_id in asset_ids:
-            (self._read.thumbnails_dir / f"{asset_id}.jpg").unlink(missing_ok=True)
+            (folder / f"{asset_id}.jpg").unlink(missing_ok=True)
+            if folder.is_dir():
+                for thumb in folder.glob(f"{asset_id}-*.jpg"):
+                    thumb.unlink(missing_ok=True)
 
     def _sweep_thumbnails(self, plan: _Plan, report: IngestReport) -> None:
         """Remove thumbnails no stored asset owns (left by a run killed mid-way)."""
@@ -412,8 +430,8 @@ class IngestionPipeline:
         written = {r.asset_id for r in report.results if r.asset_id}
         owned = (plan.stored_ids - deleted) | written
         for thumb in folder.iterdir():
-            asset_id = thumb.name.split(".", 1)[0]
-            if _THUMBNAIL.fullmatch(thumb.name) and asset_id not in owned:
+            match = _THUMBNAIL.fullmatch(thumb.name)
+            if match and match.group(1) not in owned:
                 thumb.unlink(missing_ok=True)
 
     @staticmethod

@@ -19,6 +19,7 @@ from app.core.errors import InputError
 from app.core.ids import asset_id_for
 from app.core.indexing import PreparedAsset
 from app.core.models import Asset, Locator, Modality, Segment, SegmentKind
+from app.core.ports import SpeechRecognizer, TextRecognizer
 from app.settings import Settings
 from ingestion.discovery import SIDECAR_SUFFIX, CaptionIndex
 
@@ -40,25 +41,51 @@ class ReadOptions:
     thumbnails_dir: Path  # absolute; thumbnails are stored under <dir>/<asset_id>.jpg
     thumbnails_rel: str  # the same folder relative to the data dir, as stored in payloads
     tags: tuple[str, ...] = ()
+    ocr: TextRecognizer | None = None  # None: OCR off
+    speech: SpeechRecognizer | None = None  # None: recordings need a sidecar transcript
+    scene_threshold: float = 0.12
+    frame_min_interval_s: float = 1.0
+    frame_max_interval_s: float = 30.0
+    max_frames: int = 200
+    pdf_render_dpi: int = 100
+    pdf_ocr_dpi: int = 200
+    max_pages: int = 2000
+    transcript_chunk_s: float = 30.0
 
 
 def read_options_for(
-    settings: Settings, collection: str, *, tags: tuple[str, ...] = ()
+    settings: Settings,
+    collection: str,
+    *,
+    tags: tuple[str, ...] = (),
+    ocr: TextRecognizer | None = None,
+    speech: SpeechRecognizer | None = None,
 ) -> ReadOptions:
     """Read options from the settings; thumbnails go to <data dir>/thumbnails/<collection>."""
     thumbnails_rel = f"thumbnails/{collection}"
+    i = settings.ingestion
     return ReadOptions(
-        chunk_size=settings.ingestion.chunk_size,
-        chunk_overlap=settings.ingestion.chunk_overlap,
-        thumbnail_px=settings.ingestion.thumbnail_px,
-        max_file_bytes=settings.ingestion.max_file_bytes,
+        chunk_size=i.chunk_size,
+        chunk_overlap=i.chunk_overlap,
+        thumbnail_px=i.thumbnail_px,
+        max_file_bytes=i.max_file_bytes,
         thumbnails_dir=(settings.data_dir / thumbnails_rel).resolve(),
         thumbnails_rel=thumbnails_rel,
         tags=tags,
+        ocr=ocr,
+        speech=speech,
+        scene_threshold=i.scene_threshold,
+        frame_min_interval_s=i.frame_min_interval_s,
+        frame_max_interval_s=i.frame_max_interval_s,
+        max_frames=i.max_frames,
+        pdf_render_dpi=i.pdf_render_dpi,
+        pdf_ocr_dpi=i.pdf_ocr_dpi,
+        max_pages=i.max_pages,
+        transcript_chunk_s=i.transcript_chunk_s,
     )
 
 
-def _title_from(path: Path) -> str:
+def title_from(path: Path) -> str:
     return path.stem.replace("_", " ").replace("-", " ").strip() or path.name
 
 
@@ -97,7 +124,7 @@ def _sidecar_words(path: Path) -> str | None:
         raise AssetReadError(f"caption sidecar {sidecar.name} unreadable: {exc}") from exc
 
 
-def _check_size(path: Path, options: ReadOptions) -> tuple[int, int]:
+def check_size(path: Path, options: ReadOptions) -> tuple[int, int]:
     """(size, mtime_ns) of a file that is worth reading."""
     try:
         stat = path.stat()
@@ -116,6 +143,8 @@ def _check_size(path: Path, options: ReadOptions) -> tuple[int, int]:
 # the thumbnail. JPEGs are decoded straight at about this size (DCT scaling, ``Image.draft``):
 # a 12-megapixel photo decodes several times faster and in a fraction of the memory.
 WORKING_SIDE = 448
+# Shorter side photos and screenshots are read at for OCR (a 1080p screenshot stays whole).
+OCR_SIDE = 1080
 _EXIF_ORIENTATION = 0x0112
 _TRANSPOSED = frozenset({5, 6, 7, 8})  # orientations that swap width and height
 
@@ -149,7 +178,7 @@ def _decode_image(path: Path, min_side: int) -> tuple[Image.Image, str, tuple[in
     return img, mime, upright
 
 
-def _reduced(img: Image.Image, min_side: int) -> Image.Image:
+def reduced(img: Image.Image, min_side: int) -> Image.Image:
     scale = min(img.size) / min_side
     if scale <= 1:
         return img
@@ -157,30 +186,41 @@ def _reduced(img: Image.Image, min_side: int) -> Image.Image:
     return img.resize(size, Image.Resampling.BICUBIC, reducing_gap=2.0)
 
 
-def _write_thumbnail(img: Image.Image, asset_id: str, options: ReadOptions) -> str:
+def write_thumbnail(
+    img: Image.Image, asset_id: str, options: ReadOptions, *, segment: int | None = None
+) -> str:
+    """Save a JPEG thumbnail: ``<asset_id>.jpg`` for the asset, ``<asset_id>-<n>.jpg`` for
+    segment ``n`` (a frame, a page). Returns its path relative to the data dir."""
     thumb = img.convert("RGB")
     thumb.thumbnail((options.thumbnail_px, options.thumbnail_px))
     options.thumbnails_dir.mkdir(parents=True, exist_ok=True)
-    target = options.thumbnails_dir / f"{asset_id}.jpg"
-    tmp = target.with_suffix(".jpg.tmp")
+    name = f"{asset_id}.jpg" if segment is None else f"{asset_id}-{segment}.jpg"
+    target = options.thumbnails_dir / name
+    tmp = target.with_name(name + ".tmp")
     thumb.save(tmp, format="JPEG", quality=85)
     tmp.replace(target)
-    return f"{options.thumbnails_rel}/{asset_id}.jpg"
+    return f"{options.thumbnails_rel}/{name}"
 
 
 def read_image(
     path: Path, sha256: str, options: ReadOptions, captions: CaptionIndex, *, root: Path
 ) -> PreparedAsset:
-    size, mtime_ns = _check_size(path, options)
+    size, mtime_ns = check_size(path, options)
     working_side = max(WORKING_SIDE, options.thumbnail_px)
-    raw, mime, (width, height) = _decode_image(path, working_side)
+    # OCR needs letters of ~20 px and more: decode larger when it is on, reduce for CLIP after.
+    decode_side = max(working_side, OCR_SIDE) if options.ocr else working_side
+    raw, mime, (width, height) = _decode_image(path, decode_side)
     with raw:
         words = _embedded_words(raw)
         img = ImageOps.exif_transpose(raw.convert("RGBA") if raw.mode == "P" else raw)
-        img = _reduced(img.convert("RGB"), working_side)
+        img = img.convert("RGB")
+    ocr_text = options.ocr.read_text(reduced(img, decode_side)) if options.ocr else ""
+    img = reduced(img, working_side)
     entry = captions.lookup(path)
     caption_parts = _unique([entry.caption if entry else None, _sidecar_words(path), *words])
     caption = "\n".join(caption_parts) or None
+    # What the picture shows in words (OCR) is searchable and quoted, the caption first.
+    words_of_segment = "\n".join(_unique([caption, ocr_text])) or None
     source = str(path)
     asset_id = asset_id_for(sha256, source)
     asset = Asset(
@@ -191,17 +231,17 @@ def read_image(
         size_bytes=size,
         content_sha256=sha256,
         ingested_at=datetime.now(UTC),
-        title=(entry.title if entry and entry.title else _title_from(path)),
+        title=(entry.title if entry and entry.title else title_from(path)),
         caption=caption,
         tags=tuple(dict.fromkeys([*options.tags, *(entry.tags if entry else ())])),
         width=width,
         height=height,
-        thumbnail=_write_thumbnail(img, asset_id, options),
+        thumbnail=write_thumbnail(img, asset_id, options),
         mtime_ns=mtime_ns,
         root=str(root),
     )
-    segment = Segment(asset=asset, index=0, count=1, kind=SegmentKind.IMAGE, text=caption)
-    return PreparedAsset(asset=asset, segments=(segment,), image=img)
+    segment = Segment(asset=asset, index=0, count=1, kind=SegmentKind.IMAGE, text=words_of_segment)
+    return PreparedAsset(asset=asset, segments=(segment,), images={0: img})
 
 
 def _decode_text(path: Path) -> str:
@@ -221,8 +261,8 @@ def _doc_title(path: Path, text: str) -> str:
     for line in text.splitlines()[:20]:
         stripped = line.strip()
         if stripped.startswith("#"):
-            return stripped.lstrip("#").strip() or _title_from(path)
-    return _title_from(path)
+            return stripped.lstrip("#").strip() or title_from(path)
+    return title_from(path)
 
 
 def chunk_text(text: str, chunk_size: int, chunk_overlap: int) -> list[tuple[str, int]]:
@@ -238,7 +278,7 @@ def chunk_text(text: str, chunk_size: int, chunk_overlap: int) -> list[tuple[str
 
 
 def read_text(path: Path, sha256: str, options: ReadOptions, *, root: Path) -> PreparedAsset:
-    size, mtime_ns = _check_size(path, options)
+    size, mtime_ns = check_size(path, options)
     text = _decode_text(path)
     if not text.strip():
         raise AssetReadError("no text in file")

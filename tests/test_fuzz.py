@@ -74,6 +74,18 @@ def whole_numbers_as_integers(value: Any) -> Any:
     return value
 
 
+def ranges_in_order(body: Any) -> Any:
+    """A time range whose start is after its end is schema-valid (JSON Schema cannot compare two
+    fields) and refused with a 422 that tests/test_media_ingestion.py checks. Send it in order."""
+    filters = body.get("filters") if isinstance(body, dict) else None
+    span = filters.get("time_range") if isinstance(filters, dict) else None
+    if isinstance(span, dict):
+        start, end = span.get("start_s"), span.get("end_s")
+        if isinstance(start, (int, float)) and isinstance(end, (int, float)) and start > end:
+            span["start_s"], span["end_s"] = end, start
+    return body
+
+
 def _tiny_image(fmt: str) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (16, 12), (200, 120, 40)).save(buffer, fmt)
@@ -148,7 +160,7 @@ def form_as_sent_is_valid(response: schemathesis.Response) -> bool:
 @schema.parametrize()
 def test_api(case: schemathesis.Case, served: Litestar) -> None:
     if case.media_type == "application/json":
-        case.body = whole_numbers_as_integers(case.body)
+        case.body = ranges_in_order(whole_numbers_as_integers(case.body))
     response = case.call(app=served)
     # 503 is documented, but here it would mean the lifespan is not running: nothing was tested.
     assert response.status_code != 503, response.text

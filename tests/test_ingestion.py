@@ -136,14 +136,15 @@ def test_corrupt_empty_and_unsupported_files_are_reported_and_skipped(
     (small_library / "truncated.png").write_bytes(data[: len(data) // 3])
     (small_library / "empty.txt").write_bytes(b"")
     (small_library / "binary.md").write_bytes(b"\x00\x01\x02 binary")
-    (small_library / "song.mp3").write_bytes(b"ID3")
+    (small_library / "song.mp3").write_bytes(b"ID3")  # a recording with nothing in it
+    (small_library / "slides.key").write_bytes(b"PK")
 
     report = ingest(small_library)
     failed = {Path(r.path).name: r.reason for r in report.failed}
-    assert set(failed) == {"broken.jpg", "truncated.png", "empty.txt", "binary.md"}
+    assert set(failed) == {"broken.jpg", "truncated.png", "empty.txt", "binary.md", "song.mp3"}
     assert "image" in (failed["broken.jpg"] or "")
     assert failed["empty.txt"] == "empty file"
-    assert report.unsupported == [str((small_library / "song.mp3").resolve())]
+    assert report.unsupported == [str((small_library / "slides.key").resolve())]
     assert report.count(Outcome.INGESTED) == 4
     assert not report.ok
     assert len(sources(open_collection("default"))) == 4
@@ -436,9 +437,9 @@ def test_camera_sized_photos_decode_at_the_size_the_model_needs(
         big, "0" * 64, read_options_for(settings, "default"), CaptionIndex(), root=tmp_path
     )
     assert (prepared.asset.width, prepared.asset.height) == (3000, 4000)
-    assert prepared.image is not None
-    assert min(prepared.image.size) == WORKING_SIDE
-    assert prepared.image.height > prepared.image.width  # upright
+    assert 0 in prepared.images
+    assert min(prepared.images[0].size) == WORKING_SIDE
+    assert prepared.images[0].height > prepared.images[0].width  # upright
     assert prepared.asset.thumbnail is not None
     with Image.open(settings.data_dir / prepared.asset.thumbnail) as thumb:
         assert max(thumb.size) == settings.ingestion.thumbnail_px

@@ -66,7 +66,7 @@ def test_caption_query_returns_the_captioned_photo_first(
     assert Path(result.hits[0].segment.asset.source).name == expected
     assert result.relevant[0] is True
     # Random CLIP weights align nothing, so the text query leaves the clip signal out.
-    assert result.signals == (Signal.TEXT,)
+    assert result.signals == (Signal.TEXT, Signal.BM25)
 
 
 def test_uploaded_image_returns_the_same_image_first(
@@ -117,6 +117,6 @@ def test_aligned_collections_fuse_both_signals(
             collection, "espresso machine pressure", top_k=3
         )
         assert collection.spec.clip.aligned is True
-        assert result.signals == (Signal.CLIP, Signal.TEXT)
+        assert result.signals == (Signal.CLIP, Signal.TEXT, Signal.BM25)
         assert result.hits[0].segment.asset.asset_id == note.asset_id
-        assert set(result.hits[0].signal_scores) == {Signal.CLIP, Signal.TEXT}
+        assert set(result.hits[0].signal_scores) == {Signal.CLIP, Signal.TEXT, Signal.BM25}

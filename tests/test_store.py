@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,14 +15,21 @@ import pytest
 from app.adapters.edge_store import EdgeCollection, EdgeVectorStore
 from app.core.errors import CollectionMismatchError, CollectionNotFoundError, StoreLockedError
 from app.core.models import (
+    Asset,
     BinaryEncoding,
     CollectionSpec,
+    EmbeddedSegment,
     EmbeddingModelInfo,
+    Fusion,
+    Locator,
     Modality,
     QuantizationSpec,
     QueryEncoding,
     SearchFilters,
+    Segment,
+    SegmentKind,
     Signal,
+    TimeRange,
     VectorQuery,
 )
 from ingestion.pipeline import IngestReport
@@ -119,6 +128,9 @@ def test_search_requests_carry_rescore_and_oversampling(tmp_path: Path) -> None:
             VectorQuery({Signal.CLIP: clips[3], Signal.TEXT: texts[3]}, limit=5)
         )
         single = collection.search(VectorQuery({Signal.CLIP: clips[5]}, limit=5))
+        ranked = collection.search(
+            VectorQuery({Signal.CLIP: clips[3], Signal.TEXT: texts[3]}, limit=5, fusion=Fusion.RRF)
+        )
     finally:
         store.close()
 
@@ -127,14 +139,16 @@ def test_search_requests_carry_rescore_and_oversampling(tmp_path: Path) -> None:
     assert fused[0].signal_scores[Signal.TEXT] == pytest.approx(1.0, abs=1e-5)
     assert single[0].segment.asset.asset_id == f"{5:032x}"
 
-    fused_request, single_request = spy.queries
+    fused_request, single_request, ranked_request = spy.queries
+    assert ranked[0].segment.asset.asset_id == f"{3:032x}"
+    assert "Rrf" in repr(ranked_request.query)
+    assert "Dbsf" in repr(fused_request.query)  # the default
     assert len(fused_request.prefetches) == 2
     for prefetch in fused_request.prefetches:
         q = prefetch.params.quantization
         assert (q.rescore, q.oversampling, q.ignore) == (True, 3.0, False)
         assert prefetch.params.hnsw_ef == 48
         assert prefetch.params.exact is False
-    assert "Rrf" in repr(fused_request.query)
     q = single_request.params.quantization
     assert (q.rescore, q.oversampling) == (True, 3.0)
 
@@ -221,3 +235,137 @@ def test_payload_indexes_and_filters(
     prefix = f"{sample_library.name}/photos/animals/"
     assert titles(SearchFilters(source_prefix=prefix)) == {"chelsea", "horse"}
     assert titles(SearchFilters(source_prefix=str(sample_library))) == set()
+
+
+def _segment(i: int, text: str, **asset_fields: Any) -> Segment:
+    asset = Asset(
+        asset_id=f"{i:032x}",
+        source=f"/x/{i}.mp4",
+        modality=Modality.VIDEO,
+        mime="video/mp4",
+        size_bytes=1,
+        content_sha256="0",
+        ingested_at=datetime.now(UTC),
+        title=str(i),
+        **asset_fields,
+    )
+    return Segment(asset=asset, index=0, count=1, kind=SegmentKind.TRANSCRIPT, text=text)
+
+
+def test_a_collection_built_before_bm25_gains_it_on_open(tmp_path: Path) -> None:
+    """Shards written by earlier versions have no sparse vector: opening adds one, and the
+    points written from then on are found by their words."""
+    import qdrant_edge as qe
+
+    from app.adapters.edge_store import edge_config_for
+    from app.core.collections import spec_to_dict
+
+    folder = tmp_path / "unit"
+    (folder / "shard").mkdir(parents=True)
+    (folder / "collection.json").write_text(json.dumps(spec_to_dict(SPEC)))
+    old = qe.EdgeShard.create(
+        str(folder / "shard"),
+        edge_config_for(
+            {"clip": 8, "text": 4}, SPEC.quantization, max_search_threads=1, bm25=False
+        ),
+    )
+    old.close()
+    store = EdgeVectorStore(tmp_path)
+    try:
+        collection = store.open(SPEC, create=False)
+        rng = np.random.default_rng(3)
+        texts = _unit_vectors(rng, 2, 4)
+        collection.upsert(
+            [
+                EmbeddedSegment(_segment(0, "the lighthouse keeper"), {Signal.TEXT: texts[0]}),
+                EmbeddedSegment(_segment(1, "order part XJ-4417-B"), {Signal.TEXT: texts[1]}),
+            ]
+        )
+        hits = collection.search(
+            VectorQuery({Signal.TEXT: texts[0]}, limit=2, keywords="XJ-4417-B")
+        )
+    finally:
+        store.close()
+    assert hits[0].segment.text == "order part XJ-4417-B"
+    assert hits[0].signal_scores[Signal.BM25] == 1.0
+    config = json.loads((folder / "shard" / "edge_config.json").read_text())
+    assert "bm25" in config["sparse_vectors"]
+
+
+def test_media_fields_locators_and_time_filters_round_trip(tmp_path: Path) -> None:
+    store = EdgeVectorStore(tmp_path)
+    try:
+        collection = store.open(SPEC, create=True)
+        rng = np.random.default_rng(5)
+        texts = _unit_vectors(rng, 3, 4)
+        items = []
+        for i, (start, end) in enumerate(((0.0, 4.0), (4.0, 9.5), (9.5, 12.0))):
+            seg = dataclasses.replace(
+                _segment(7, f"part {i}", duration_s=12.0, fps=25.0, codec="h264"),
+                index=i,
+                count=3,
+                locator=Locator(start_s=start, end_s=end),
+                thumbnail=f"thumbnails/unit/{7:032x}-{i}.jpg",
+            )
+            items.append(EmbeddedSegment(seg, {Signal.TEXT: texts[i]}))
+        collection.upsert(items)
+        query = texts[0]
+
+        def spans(time_range: TimeRange) -> list[tuple[float | None, float | None]]:
+            hits = collection.search(
+                VectorQuery(
+                    {Signal.TEXT: query}, limit=5, filters=SearchFilters(time_range=time_range)
+                )
+            )
+            return sorted((h.segment.locator.start_s, h.segment.locator.end_s) for h in hits)
+
+        assert spans(TimeRange(5.0, 6.0)) == [(4.0, 9.5)]
+        assert spans(TimeRange(start_s=9.0)) == [(4.0, 9.5), (9.5, 12.0)]
+        assert spans(TimeRange(end_s=4.0)) == [(0.0, 4.0), (4.0, 9.5)]
+        stored = collection.asset_segments(f"{7:032x}")
+    finally:
+        store.close()
+    assert [s.thumbnail for s in stored] == [i.segment.thumbnail for i in items]
+    assert stored[1].asset.duration_s == 12.0
+    assert (stored[1].asset.fps, stored[1].asset.codec) == (25.0, "h264")
+    assert stored[1].locator == Locator(start_s=4.0, end_s=9.5)
+
+
+@pytest.mark.parametrize("two_signals", [False, True])
+def test_focused_assets_join_the_candidates_scored_alike(tmp_path: Path, two_signals: bool) -> None:
+    """The fine step of coarse-to-fine: a focused asset's segments join every signal's
+    candidates, and are scored like the rest (never counted twice)."""
+    store = EdgeVectorStore(tmp_path)
+    try:
+        collection = store.open(SPEC, create=True)
+        rng = np.random.default_rng(11)
+        clips, texts = _unit_vectors(rng, 40, 8), _unit_vectors(rng, 40, 4)
+        collection.upsert(
+            [
+                EmbeddedSegment(
+                    _segment(i, f"t{i}"), {Signal.CLIP: clips[i], Signal.TEXT: texts[i]}
+                )
+                for i in range(40)
+            ]
+        )
+        collection.optimize()
+        vectors = {Signal.CLIP: clips[3], **({Signal.TEXT: texts[3]} if two_signals else {})}
+        everything = VectorQuery(vectors, limit=40, candidates_per_signal=40)
+        plain = collection.search(everything)
+        spy = RecordingShard(collection._shard)
+        collection._shard = spy  # type: ignore[assignment]
+        far = plain[-1].segment.asset.asset_id
+        focused = collection.search(dataclasses.replace(everything, focus_assets=(far,)))
+    finally:
+        store.close()
+    # Every candidate was already in the pool: focusing changes no rank and no score.
+    assert [h.segment.asset.asset_id for h in focused] == [h.segment.asset.asset_id for h in plain]
+    assert [h.score for h in focused] == pytest.approx([h.score for h in plain], abs=1e-4)
+    # ...and the request pooled, per signal, the collection's best and the focused asset's.
+    (request,) = spy.queries
+    stages = request.prefetches if two_signals else [request]
+    for stage in stages:
+        pooled = stage.prefetches
+        assert len(pooled) == 2
+        assert far in repr(pooled[1].filter)
+        assert far not in repr(pooled[0].filter)

@@ -13,6 +13,7 @@ import re
 import threading
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -20,6 +21,7 @@ import numpy as np
 import qdrant_edge as qe
 
 from app.adapters.payload import (
+    FLOAT_FIELDS,
     INTEGER_FIELDS,
     KEYWORD_FIELDS,
     PREFIX_FIELDS,
@@ -46,6 +48,7 @@ from app.core.models import (
     CollectionStats,
     EmbeddedSegment,
     FloatVector,
+    Fusion,
     IndexedAsset,
     QuantizationSpec,
     QueryEncoding,
@@ -55,6 +58,11 @@ from app.core.models import (
     Signal,
     VectorQuery,
 )
+
+# BM25 is the engine's own: documents and queries are tokenized the same way (English stop
+# words and stemming), and the IDF weights come from the collection at query time.
+BM25_VECTOR = Signal.BM25.value
+_BM25 = qe.Bm25(qe.Bm25Config(language="english"))
 
 _ENCODINGS = {
     BinaryEncoding.ONE_BIT: qe.BinaryQuantizationEncoding.OneBit,
@@ -74,7 +82,11 @@ _HNSW_FULL_SCAN_THRESHOLD_KB = 10
 
 
 def edge_config_for(
-    dims: dict[str, int], quantization: QuantizationSpec, *, max_search_threads: int
+    dims: dict[str, int],
+    quantization: QuantizationSpec,
+    *,
+    max_search_threads: int,
+    bm25: bool = True,
 ) -> qe.EdgeConfig:
     """The engine configuration of a collection with one dense cosine vector per name."""
     bq = qe.BinaryQuantizationConfig(
@@ -88,6 +100,9 @@ def edge_config_for(
     }
     return qe.EdgeConfig(
         vectors=vectors,
+        sparse_vectors=(
+            {BM25_VECTOR: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)} if bm25 else {}
+        ),
         hnsw_config=qe.HnswIndexConfig(
             m=quantization.hnsw_m,
             ef_construct=quantization.hnsw_ef_construct,
@@ -153,6 +168,7 @@ def _engine_errors(what: str, path: Path) -> Iterator[None]:
 
 def _filter_for(filters: SearchFilters) -> qe.Filter | None:
     must: list[Any] = []
+    must_not: list[Any] = []
     if filters.modalities:
         must.append(
             qe.FieldCondition(
@@ -168,13 +184,63 @@ def _filter_for(filters: SearchFilters) -> qe.Filter | None:
                 key="library_path", match=qe.MatchPrefix(prefix=filters.source_prefix)
             )
         )
-    return qe.Filter(must=must) if must else None
+    if filters.asset_ids:
+        must.append(
+            qe.FieldCondition(key="asset_id", match=qe.MatchAny(any=list(filters.asset_ids)))
+        )
+    if filters.kinds:
+        must.append(
+            qe.FieldCondition(key="kind", match=qe.MatchAny(any=[k.value for k in filters.kinds]))
+        )
+    if filters.exclude_kinds:
+        must_not.append(
+            qe.FieldCondition(
+                key="kind", match=qe.MatchAny(any=[k.value for k in filters.exclude_kinds])
+            )
+        )
+    span = filters.time_range
+    if span is not None:
+        # Overlap: the segment ends after the range starts and starts before it ends. Segments
+        # without a time (pictures, documents) do not match a time filter.
+        if span.start_s is not None:
+            must.append(qe.FieldCondition(key="end_s", range=qe.RangeFloat(gte=span.start_s)))
+        if span.end_s is not None:
+            must.append(qe.FieldCondition(key="start_s", range=qe.RangeFloat(lte=span.end_s)))
+        if span.start_s is None and span.end_s is None:
+            must.append(qe.FieldCondition(key="start_s", range=qe.RangeFloat(gte=0.0)))
+    if not must and not must_not:
+        return None
+    return qe.Filter(must=must or None, must_not=must_not or None)
 
 
 def _asset_filter(asset_ids: Sequence[str]) -> qe.Filter:
     return qe.Filter(
         must=[qe.FieldCondition(key="asset_id", match=qe.MatchAny(any=list(asset_ids)))]
     )
+
+
+def _fusion(query: VectorQuery) -> qe.Fusion:
+    if query.fusion is Fusion.RRF:
+        return cast("qe.Fusion", qe.Fusion.Rrf(k=query.rrf_k))  # the stub omits Rrf
+    return cast("qe.Fusion", qe.Fusion.Dbsf())
+
+
+def _coverage(stored: Any, query: qe.SparseVector) -> float | None:
+    """The share of the query's BM25 terms that a returned point's sparse vector holds."""
+    indices = getattr(stored, "indices", None)
+    if not indices or not query.indices:
+        return None
+    wanted = set(query.indices)
+    return len(wanted.intersection(indices)) / len(wanted)
+
+
+def bm25_document(text: str | None) -> qe.SparseVector | None:
+    """The BM25 document vector of a segment's words; None when it has none worth indexing."""
+    words = (text or "").strip()
+    if not words:
+        return None
+    vector = _BM25.embed_document(words)
+    return vector if vector.indices else None
 
 
 def _cosine(stored: Any, query: FloatVector) -> float | None:
@@ -219,14 +285,21 @@ class EdgeCollection:
     def upsert(self, segments: Sequence[EmbeddedSegment]) -> None:
         if not segments:
             return
-        points = [
-            qe.Point(
-                id=point_id_for(item.segment.asset.asset_id, item.segment.index),
-                vector={signal.value: vec.tolist() for signal, vec in item.vectors.items()},
-                payload=to_payload(item.segment),
+        points = []
+        for item in segments:
+            vector: dict[str, Any] = {
+                signal.value: vec.tolist() for signal, vec in item.vectors.items()
+            }
+            sparse = bm25_document(item.segment.text)
+            if sparse is not None:
+                vector[BM25_VECTOR] = sparse
+            points.append(
+                qe.Point(
+                    id=point_id_for(item.segment.asset.asset_id, item.segment.index),
+                    vector=vector,
+                    payload=to_payload(item.segment),
+                )
             )
-            for item in segments
-        ]
         # One update operation: the engine logs it as one WAL record, so a crash leaves a
         # batch either written or not, never half an asset.
         self._mark_pending()
@@ -297,34 +370,43 @@ class EdgeCollection:
         return sorted(segments, key=lambda s: s.index)
 
     def search(self, query: VectorQuery) -> list[SearchHit]:
-        signals = [s for s in Signal if s in query.vectors]
-        if not signals:
+        signals = [s for s in Signal if s.dense and s in query.vectors]
+        nearest: list[tuple[Signal, Any]] = [(s, query.vectors[s].tolist()) for s in signals]
+        keywords = _BM25.embed_query(query.keywords) if query.keywords else None
+        if keywords is not None and keywords.indices:
+            nearest.append((Signal.BM25, keywords))
+        if not nearest:
             return []
         flt = _filter_for(query.filters)
-        names = [s.value for s in signals]
-        if len(signals) == 1:
+        focus = (
+            _filter_for(replace(query.filters, asset_ids=query.focus_assets))
+            if query.focus_assets
+            else None
+        )
+        names = [s.value for s, _ in nearest]
+        depth = max(query.candidates_per_signal, query.limit)
+        if len(nearest) == 1:
+            signal, vector = nearest[0]
+            scoring = qe.Query.Nearest(vector, using=signal.value)
             request = qe.QueryRequest(
                 limit=query.limit,
-                query=qe.Query.Nearest(query.vectors[signals[0]].tolist(), using=names[0]),
-                filter=flt,
+                query=scoring,
+                prefetches=self._candidates(scoring, flt, focus, depth) if focus else None,
+                filter=None if focus else flt,
                 params=self._params,
                 with_payload=True,
                 with_vector=names,
             )
         else:
-            prefetches = [
-                qe.Prefetch(
-                    limit=max(query.candidates_per_signal, query.limit),
-                    query=qe.Query.Nearest(query.vectors[s].tolist(), using=s.value),
-                    filter=flt,
-                    params=self._params,
-                )
-                for s in signals
-            ]
             request = qe.QueryRequest(
                 limit=query.limit,
-                prefetches=prefetches,
-                query=cast("qe.Fusion", qe.Fusion.Rrf(k=query.rrf_k)),  # stub omits Rrf
+                prefetches=[
+                    self._signal_stage(
+                        qe.Query.Nearest(vector, using=signal.value), flt, focus, depth
+                    )
+                    for signal, vector in nearest
+                ],
+                query=_fusion(query),
                 with_payload=True,
                 with_vector=names,
             )
@@ -338,6 +420,10 @@ class EdgeCollection:
                 score = _cosine(vectors.get(s.value), query.vectors[s])
                 if score is not None:
                     scores[s] = score
+            if keywords is not None and keywords.indices:
+                coverage = _coverage(vectors.get(BM25_VECTOR), keywords)
+                if coverage is not None:
+                    scores[Signal.BM25] = coverage
             hits.append(
                 SearchHit(
                     segment=from_payload(point.payload or {}),
@@ -346,6 +432,29 @@ class EdgeCollection:
                 )
             )
         return hits
+
+    def _candidates(
+        self, scoring: Any, flt: qe.Filter | None, focus: qe.Filter, depth: int
+    ) -> list[qe.Prefetch]:
+        """The best ``depth`` of the whole collection and of the focused assets, pooled."""
+        return [
+            qe.Prefetch(limit=depth, query=scoring, filter=flt, params=self._params),
+            qe.Prefetch(limit=depth, query=scoring, filter=focus, params=self._params),
+        ]
+
+    def _signal_stage(
+        self, scoring: Any, flt: qe.Filter | None, focus: qe.Filter | None, depth: int
+    ) -> qe.Prefetch:
+        """One signal's candidate list for fusion; with focused assets, the pooled candidates
+        scored again by the same signal (so nothing is counted twice)."""
+        if focus is None:
+            return qe.Prefetch(limit=depth, query=scoring, filter=flt, params=self._params)
+        return qe.Prefetch(
+            limit=depth,
+            query=scoring,
+            prefetches=self._candidates(scoring, flt, focus, depth),
+            params=self._params,
+        )
 
     def stats(self) -> CollectionStats:
         assets_filter = qe.Filter(
@@ -384,12 +493,21 @@ def _ensure_payload_indexes(shard: qe.EdgeShard) -> None:
         *((name, qe.PayloadSchemaType.Keyword) for name in KEYWORD_FIELDS),
         *((name, qe.KeywordIndexParams(prefix=True)) for name in PREFIX_FIELDS),
         *((name, qe.PayloadSchemaType.Integer) for name in INTEGER_FIELDS),
+        *((name, qe.PayloadSchemaType.Float) for name in FLOAT_FIELDS),
     ]
     missing = [(name, schema) for name, schema in wanted if name not in existing]
     for name, schema in missing:
         shard.update(qe.UpdateOperation.create_field_index(name, schema))
     if missing:
         shard.flush()
+
+
+def _has_bm25(shard_dir: Path) -> bool:
+    try:
+        config = json.loads((shard_dir / "edge_config.json").read_text())
+    except (OSError, ValueError):
+        return True  # let the engine report what is wrong with it
+    return BM25_VECTOR in (config.get("sparse_vectors") or {})
 
 
 class EdgeVectorStore:
@@ -425,10 +543,7 @@ class EdgeVectorStore:
             path = self._dir(name)
             stored = self._read_spec(path / _SPEC_FILE)
             if (path / _SHARD_DIR / "edge_config.json").is_file():
-                with _engine_errors("open the collection", path):
-                    self._held[name] = qe.EdgeShard.load(
-                        str(path / _SHARD_DIR), self._config(stored)
-                    )
+                self._held[name] = self._load_shard(stored, path / _SHARD_DIR)
 
     def open_stored(self, name: str) -> EdgeCollection:
         """An existing collection as it was built, opened before any model is loaded: planning
@@ -444,8 +559,7 @@ class EdgeVectorStore:
             if name in self._held:
                 shard = self._held.pop(name)
             elif (shard_dir / "edge_config.json").is_file():
-                with _engine_errors("open the collection", path):
-                    shard = qe.EdgeShard.load(str(shard_dir), self._config(stored))
+                shard = self._load_shard(stored, shard_dir)
             else:
                 shard = self._create_shard(stored, shard_dir)
             with _engine_errors("open the collection", path):
@@ -499,9 +613,8 @@ class EdgeVectorStore:
             with _engine_errors("open the collection", path):
                 _ensure_payload_indexes(shard)
         elif (shard_dir / "edge_config.json").is_file():
+            shard = self._load_shard(stored, shard_dir)
             with _engine_errors("open the collection", path):
-                # The config that built the shard, with today's search thread count.
-                shard = qe.EdgeShard.load(str(shard_dir), self._config(stored))
                 _ensure_payload_indexes(shard)  # collections from older versions lack some
         else:
             shard = self._create_shard(stored, shard_dir)
@@ -515,12 +628,26 @@ class EdgeVectorStore:
             msg = f"{spec_file} is unreadable ({exc}); the collection cannot be opened safely"
             raise CollectionMismatchError(msg) from exc
 
-    def _config(self, spec: CollectionSpec) -> qe.EdgeConfig:
+    def _config(self, spec: CollectionSpec, *, bm25: bool = True) -> qe.EdgeConfig:
         return edge_config_for(
             {Signal.CLIP.value: spec.clip.dim, Signal.TEXT.value: spec.text.dim},
             spec.quantization,
             max_search_threads=self._max_search_threads,
+            bm25=bm25,
         )
+
+    def _load_shard(self, spec: CollectionSpec, shard_dir: Path) -> qe.EdgeShard:
+        """Open a built shard with today's search threads; one built before BM25 gains it
+        (its existing points get BM25 vectors when they are next written)."""
+        bm25 = _has_bm25(shard_dir)
+        with _engine_errors("open the collection", shard_dir.parent):
+            shard = qe.EdgeShard.load(str(shard_dir), self._config(spec, bm25=bm25))
+            if not bm25:
+                shard.update(
+                    qe.UpdateOperation.create_sparse_vector(BM25_VECTOR, modifier=qe.Modifier.Idf)
+                )
+                shard.flush()
+        return shard
 
     def _create_shard(self, spec: CollectionSpec, shard_dir: Path) -> qe.EdgeShard:
         shard_dir.mkdir(parents=True, exist_ok=True)

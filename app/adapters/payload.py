@@ -17,8 +17,11 @@ KEYWORD_FIELDS = ("asset_id", "modality", "kind", "tags")
 # ``source`` (absolute) for ingestion; ``library_path`` (what clients see) for filters.
 PREFIX_FIELDS = ("source", "library_path")
 INTEGER_FIELDS = ("segment_index",)
+# Time-range filters on videos and recordings.
+FLOAT_FIELDS = ("start_s", "end_s")
 
 _LOCATOR_FIELDS = ("page", "start_s", "end_s", "char_start", "char_end")
+_MEDIA_FIELDS = ("duration_s", "fps", "codec", "pages")
 TEXT_PREVIEW_CHARS = 4000
 
 
@@ -46,7 +49,12 @@ def to_payload(segment: Segment) -> dict[str, Any]:
         "ingested_at": asset.ingested_at.isoformat(),
         "thumbnail": asset.thumbnail,
         "mtime_ns": asset.mtime_ns,
+        "segment_thumbnail": segment.thumbnail,
     }
+    for name in _MEDIA_FIELDS:
+        value = getattr(asset, name)
+        if value is not None:
+            payload[name] = value
     for name in _LOCATOR_FIELDS:
         value = getattr(segment.locator, name)
         if value is not None:
@@ -71,6 +79,7 @@ def from_payload(payload: Mapping[str, Any]) -> Segment:
         thumbnail=payload.get("thumbnail"),
         mtime_ns=payload.get("mtime_ns"),
         root=payload.get("root"),
+        **{name: payload[name] for name in _MEDIA_FIELDS if payload.get(name) is not None},
     )
     locator = Locator(**{name: payload[name] for name in _LOCATOR_FIELDS if name in payload})
     return Segment(
@@ -80,4 +89,5 @@ def from_payload(payload: Mapping[str, Any]) -> Segment:
         kind=SegmentKind(payload["kind"]),
         text=payload.get("text"),
         locator=locator,
+        thumbnail=payload.get("segment_thumbnail"),
     )

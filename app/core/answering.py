@@ -104,15 +104,26 @@ async def final_answer(events: AsyncIterator[AnswerEvent]) -> Answer:
     return answer
 
 
+def clock(seconds: float) -> str:
+    """``75.5`` -> ``1:15.5``; ``3725`` -> ``1:02:05``."""
+    minutes, secs = divmod(round(seconds, 1), 60)
+    hours, minutes = divmod(int(minutes), 60)
+    text = f"{secs:04.1f}".removesuffix(".0")
+    if len(text) == 1:
+        text = "0" + text
+    return f"{hours}:{minutes:02d}:{text}" if hours else f"{minutes}:{text}"
+
+
 def source_label(hit: SearchHit) -> str:
     segment = hit.segment
     asset = segment.asset
     where = []
     if segment.locator.page is not None:
         where.append(f"page {segment.locator.page}")
-    if segment.locator.start_s is not None:
-        where.append(f"at {segment.locator.start_s:.1f}s")
-    if segment.kind is SegmentKind.TEXT_CHUNK and segment.count > 1:
+    start, end = segment.locator.start_s, segment.locator.end_s
+    if start is not None:
+        where.append(f"at {clock(start)}" if end is None else f"{clock(start)}-{clock(end)}")
+    if segment.kind is SegmentKind.TEXT_CHUNK and segment.count > 1 and not where:
         where.append(f"part {segment.index + 1} of {segment.count}")
     name = asset.source.rsplit("/", 1)[-1]
     suffix = f" ({', '.join(where)})" if where else ""

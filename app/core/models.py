@@ -25,13 +25,25 @@ class Modality(StrEnum):
 
     IMAGE = "image"
     TEXT = "text"
+    VIDEO = "video"
+    AUDIO = "audio"
+    PDF = "pdf"
 
 
 class SegmentKind(StrEnum):
     """What kind of unit a segment is."""
 
-    IMAGE = "image"
-    TEXT_CHUNK = "text_chunk"
+    IMAGE = "image"  # a whole picture
+    TEXT_CHUNK = "text_chunk"  # a stretch of a document (of a PDF page, when it has a page)
+    FRAME = "frame"  # a frame sampled from a video, with its time span
+    VIDEO = "video"  # a whole video: the mean of its frames, for coarse retrieval
+    TRANSCRIPT = "transcript"  # speech in a recording or a video's sound, with its time span
+    PAGE = "page"  # a PDF page: its rendered picture and (the start of) its text
+
+    @property
+    def coarse(self) -> bool:
+        """Whether the segment stands for its whole asset (it is never cited itself)."""
+        return self is SegmentKind.VIDEO
 
 
 class Signal(StrEnum):
@@ -39,6 +51,18 @@ class Signal(StrEnum):
 
     CLIP = "clip"  # open_clip joint space: images and (when aligned) text
     TEXT = "text"  # sentence-embedding space: captions, chunks, OCR, transcripts
+    BM25 = "bm25"  # sparse: exact words (names, codes, rare terms), weighted by the engine
+
+    @property
+    def dense(self) -> bool:
+        return self is not Signal.BM25
+
+
+class Fusion(StrEnum):
+    """How the engine merges the candidate lists of several signals."""
+
+    DBSF = "dbsf"  # distribution-based score fusion: each signal's scores normalised, summed
+    RRF = "rrf"  # reciprocal-rank fusion: ranks only
 
 
 class BinaryEncoding(StrEnum):
@@ -131,6 +155,10 @@ class Asset:
     thumbnail: str | None = None  # path relative to the data dir
     mtime_ns: int | None = None  # file modification time when ingested
     root: str | None = None  # absolute, resolved library root the file was found under
+    duration_s: float | None = None  # video and audio
+    fps: float | None = None  # video
+    codec: str | None = None  # video and audio: the main stream's codec ("h264", "mp3")
+    pages: int | None = None  # PDF
 
     @property
     def library_path(self) -> str:
@@ -160,6 +188,7 @@ class Segment:
     kind: SegmentKind
     text: str | None = None
     locator: Locator = field(default_factory=Locator)
+    thumbnail: str | None = None  # this segment's own picture (frame, page), relative to data dir
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -189,10 +218,22 @@ class IndexedAsset:
 
 
 @dataclass(frozen=True, slots=True)
+class TimeRange:
+    """Seconds into a video or recording; a segment matches when its span overlaps."""
+
+    start_s: float | None = None
+    end_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class SearchFilters:
     modalities: tuple[Modality, ...] = ()
     tags: tuple[str, ...] = ()
     source_prefix: str | None = None  # on the library path clients see (``Pictures/2024/``)
+    time_range: TimeRange | None = None
+    asset_ids: tuple[str, ...] = ()  # only these assets (the fine step of coarse-to-fine)
+    kinds: tuple[SegmentKind, ...] = ()  # only these kinds of segment
+    exclude_kinds: tuple[SegmentKind, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -202,13 +243,22 @@ class VectorQuery:
     vectors: Mapping[Signal, FloatVector]
     limit: int
     filters: SearchFilters = field(default_factory=SearchFilters)
+    keywords: str | None = None  # words for the BM25 signal (the store tokenizes them)
+    # Assets whose segments are candidates whatever their rank in the whole collection (the
+    # fine step of coarse-to-fine: the frames of the best videos); scored like every other.
+    focus_assets: tuple[str, ...] = ()
     candidates_per_signal: int = 64  # prefetch depth of each signal before fusion
+    fusion: Fusion = Fusion.DBSF
     rrf_k: int = 60
 
 
 @dataclass(frozen=True, slots=True)
 class SearchHit:
-    """A stored segment that matched, with the fused score and each signal's cosine score."""
+    """A stored segment that matched, with the fused score and each signal's own score.
+
+    Dense signals score by cosine; ``bm25`` by the share of the query's terms (after stop
+    words and stemming) that the segment contains, 0 to 1.
+    """
 
     segment: Segment
     score: float

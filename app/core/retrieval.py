@@ -1,20 +1,34 @@
-"""Retrieval: a question in one modality retrieves context in every modality.
+"""Retrieval: a question in one modality retrieves context in every modality, coarse to fine.
 
-A text question searches the ``text`` vector with a sentence embedding and, when the
-collection's CLIP weights are aligned, the ``clip`` vector with CLIP's text tower; the engine
-fuses both lists with reciprocal-rank fusion in one query. An image question searches ``clip``
-with CLIP's image tower. Hits are grouped by asset (best segment each) and marked relevant or
-not from their per-signal cosine scores, so "nothing relevant" can be said honestly.
+A text question searches the ``text`` vector with a sentence embedding, the ``bm25`` sparse
+vector with its words and, when the collection's CLIP weights are aligned, the ``clip`` vector
+with CLIP's text tower; the engine fuses the lists with reciprocal-rank fusion in one query.
+An image question searches ``clip`` with CLIP's image tower.
+
+Videos are searched coarse to fine: their whole-video vectors (the mean of their frames) pick
+the best videos, and the segments of those videos join the candidates of the main query, where
+they are scored like every other segment. Hits are grouped by asset (best segment each) and
+marked relevant or not from their per-signal scores, so "nothing relevant" can be said
+honestly.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from app.core.models import FloatVector, SearchFilters, SearchHit, Signal, VectorQuery
+from app.core.models import (
+    FloatVector,
+    Fusion,
+    Modality,
+    SearchFilters,
+    SearchHit,
+    SegmentKind,
+    Signal,
+    VectorQuery,
+)
 from app.core.ports import ImageTextEmbedder, TextEmbedder, VectorCollection
 
 if TYPE_CHECKING:
@@ -32,10 +46,13 @@ class QueryKind(StrEnum):
 @dataclass(frozen=True, slots=True)
 class RetrievalOptions:
     candidates_per_signal: int = 64
+    fusion: Fusion = Fusion.DBSF
     rrf_k: int = 60
     min_text_score: float = 0.30
     min_clip_text_score: float = 0.22
     min_clip_image_score: float = 0.80
+    min_bm25_coverage: float = 0.75
+    coarse_videos: int = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +61,7 @@ class Retrieval:
     signals: tuple[Signal, ...]
     hits: tuple[SearchHit, ...]
     relevant: tuple[bool, ...]
+    query: str | None = None  # the words of a text query (snippets are centred on them)
 
     @property
     def relevant_hits(self) -> tuple[SearchHit, ...]:
@@ -69,7 +87,7 @@ class Retriever:
         vectors: dict[Signal, FloatVector] = {Signal.TEXT: self._text.embed_texts([question])[0]}
         if collection.spec.clip.aligned:
             vectors[Signal.CLIP] = self._clip.embed_texts([question])[0]
-        return self._run(collection, QueryKind.TEXT, vectors, top_k, filters)
+        return self._run(collection, QueryKind.TEXT, vectors, top_k, filters, keywords=question)
 
     def search_image(
         self,
@@ -89,20 +107,54 @@ class Retriever:
         vectors: dict[Signal, FloatVector],
         top_k: int,
         filters: SearchFilters | None,
+        *,
+        keywords: str | None = None,
     ) -> Retrieval:
-        query = VectorQuery(
-            vectors=vectors,
-            limit=min(top_k * _GROUPING_OVERFETCH, _MAX_FETCH),
-            filters=filters or SearchFilters(),
-            candidates_per_signal=self._options.candidates_per_signal,
-            rrf_k=self._options.rrf_k,
+        o = self._options
+        filters = filters or SearchFilters()
+        fine = replace(filters, exclude_kinds=(*filters.exclude_kinds, SegmentKind.VIDEO))
+
+        # Coarse: the best whole videos. Fine: their segments join the candidates of the one
+        # query below and compete, scored alike, with every other segment.
+        videos = self._coarse_videos(collection, vectors, filters)
+        found = collection.search(
+            VectorQuery(
+                vectors=vectors,
+                limit=min(top_k * _GROUPING_OVERFETCH, _MAX_FETCH),
+                filters=fine,
+                candidates_per_signal=o.candidates_per_signal,
+                fusion=o.fusion,
+                rrf_k=o.rrf_k,
+                keywords=keywords,
+                focus_assets=tuple(dict.fromkeys(v.segment.asset.asset_id for v in videos)),
+            )
         )
-        hits = best_per_asset(collection.search(query), top_k)
+        hits = best_per_asset(found, top_k)
+        signals = [s for s in Signal if s in vectors]
+        if keywords and Signal.BM25 not in signals:
+            signals.append(Signal.BM25)
         return Retrieval(
             kind=kind,
-            signals=tuple(s for s in Signal if s in vectors),
+            signals=tuple(signals),
             hits=hits,
             relevant=tuple(self.is_relevant(h, kind) for h in hits),
+            query=keywords,
+        )
+
+    def _coarse_videos(
+        self,
+        collection: VectorCollection,
+        vectors: dict[Signal, FloatVector],
+        filters: SearchFilters,
+    ) -> list[SearchHit]:
+        """The best whole videos by their mean-frame CLIP vector (coarse step)."""
+        limit = self._options.coarse_videos
+        wanted = filters.modalities
+        if limit == 0 or Signal.CLIP not in vectors or (wanted and Modality.VIDEO not in wanted):
+            return []
+        coarse = replace(filters, kinds=(SegmentKind.VIDEO,), exclude_kinds=())
+        return collection.search(
+            VectorQuery(vectors={Signal.CLIP: vectors[Signal.CLIP]}, limit=limit, filters=coarse)
         )
 
     def is_relevant(self, hit: SearchHit, kind: QueryKind) -> bool:
@@ -111,8 +163,11 @@ class Retriever:
         if kind is QueryKind.IMAGE:
             return clip is not None and clip >= o.min_clip_image_score
         text = hit.signal_scores.get(Signal.TEXT)
-        return (text is not None and text >= o.min_text_score) or (
-            clip is not None and clip >= o.min_clip_text_score
+        bm25 = hit.signal_scores.get(Signal.BM25)
+        return (
+            (text is not None and text >= o.min_text_score)
+            or (clip is not None and clip >= o.min_clip_text_score)
+            or (bm25 is not None and bm25 >= o.min_bm25_coverage)
         )
 
 

@@ -52,6 +52,14 @@ CollectionQuery = Annotated[
     str | None,
     QueryParameter(pattern=_COLLECTION_NAME, description="Collection (default: the service's)."),
 ]
+SegmentQuery = Annotated[
+    int | None,
+    QueryParameter(
+        gt=-1,  # not ge=0: Litestar leaves a zero bound out of the OpenAPI document
+        le=1_000_000,
+        description="A segment's own picture (a video frame, a PDF page) instead of the asset's.",
+    ),
+]
 # The errors every route on a collection can meet: no such collection or asset, a collection
 # built with other models or held by another process, the service still starting.
 COLLECTION_PROBLEMS = (404, 409, 422, 503)
@@ -186,17 +194,21 @@ class AssetController(Controller):
 
     @get(
         "/{asset_id:str}/thumbnail",
-        summary="The asset's thumbnail (JPEG)",
+        summary="The asset's thumbnail, or one segment's frame or page (JPEG)",
         operation_class=FileOperation,
         media_type="image/jpeg",
         content_media_type="image/jpeg",
         responses=problem_responses(*COLLECTION_PROBLEMS),
     )
     async def thumbnail(
-        self, asset_id: AssetId, service: Service, collection: CollectionQuery = None
+        self,
+        asset_id: AssetId,
+        service: Service,
+        collection: CollectionQuery = None,
+        segment: SegmentQuery = None,
     ) -> File:
         name = service.collection_name(collection)
-        return _file(await service.asset_thumbnail(asset_id, collection=name))
+        return _file(await service.asset_thumbnail(asset_id, collection=name, segment=segment))
 
 
 class CollectionController(Controller):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import PurePath
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -10,6 +11,7 @@ import msgspec
 from msgspec import Meta, Struct
 
 from app.core.collections import COLLECTION_NAME_PATTERN
+from app.core.errors import InvalidFieldError
 from app.core.models import (
     Answer,
     CollectionStats,
@@ -20,6 +22,7 @@ from app.core.models import (
     SearchHit,
     Segment,
     Signal,
+    TimeRange,
 )
 from app.core.retrieval import Retrieval
 
@@ -30,8 +33,21 @@ Tag = Annotated[str, Meta(min_length=1, max_length=128)]
 SNIPPET_CHARS = 300
 
 
+Seconds = Annotated[float, Meta(ge=0, le=1e7)]
+
+
+class TimeRangeIn(Struct, forbid_unknown_fields=True, kw_only=True):
+    """Seconds into a video or recording; segments whose span overlaps it match."""
+
+    start_s: Seconds | None = None
+    end_s: Seconds | None = None
+
+
 class Filters(Struct, forbid_unknown_fields=True, kw_only=True):
-    modalities: Annotated[list[Modality], Meta(max_length=8)] = []
+    modalities: Annotated[
+        list[Modality],
+        Meta(max_length=8, description="Media types: image, text, video, audio, pdf."),
+    ] = []
     tags: Annotated[list[Tag], Meta(max_length=32, description="Match any of these tags.")] = []
     source_prefix: (
         Annotated[
@@ -44,12 +60,22 @@ class Filters(Struct, forbid_unknown_fields=True, kw_only=True):
         ]
         | None
     ) = None
+    time_range: TimeRangeIn | None = None
 
     def to_domain(self) -> SearchFilters:
+        span = self.time_range
+        if (
+            span
+            and span.start_s is not None
+            and span.end_s is not None
+            and span.start_s > span.end_s
+        ):
+            raise InvalidFieldError("filters.time_range", "start_s must not be after end_s")
         return SearchFilters(
             modalities=tuple(self.modalities),
             tags=tuple(self.tags),
             source_prefix=self.source_prefix,
+            time_range=TimeRange(span.start_s, span.end_s) if span else None,
         )
 
 
@@ -80,8 +106,11 @@ class AskRequest(Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class SignalScores(Struct, omit_defaults=True):
+    """Cosine of each dense signal; ``bm25``: the share of the query's words the segment has."""
+
     clip: float | None = None
     text: float | None = None
+    bm25: float | None = None
 
 
 class LocatorOut(Struct, omit_defaults=True):
@@ -106,7 +135,14 @@ class Hit(Struct):
     relevant: bool
     locator: LocatorOut
     content_url: str
+    link: Annotated[
+        str,
+        Meta(description="content_url with a media fragment: '#t=12.5' (video, audio), '#page=3'."),
+    ]
     thumbnail_url: str | None
+    segment_thumbnail_url: Annotated[
+        str | None, Meta(description="This segment's own frame or page picture.")
+    ] = None
 
 
 class SearchResponse(Struct):
@@ -150,6 +186,10 @@ class AssetOut(Struct):
     segments: int
     content_url: str
     thumbnail_url: str | None
+    duration_s: float | None = None
+    fps: float | None = None
+    codec: str | None = None
+    pages: int | None = None
 
 
 class ModelOut(Struct):
@@ -194,6 +234,16 @@ def asset_urls(asset_id: str, collection: str, *, has_thumbnail: bool) -> tuple[
     return content, (f"/v1/assets/{asset_id}/thumbnail{q}" if has_thumbnail else None)
 
 
+def deep_link(content_url: str, loc: Locator) -> str:
+    """The content URL with a media fragment that opens at the segment (W3C Media Fragments
+    ``#t=`` for time, the PDF viewers' ``#page=``)."""
+    if loc.start_s is not None:
+        return f"{content_url}#t={loc.start_s:g}"
+    if loc.page is not None:
+        return f"{content_url}#page={loc.page}"
+    return content_url
+
+
 def _locator(loc: Locator) -> LocatorOut:
     return LocatorOut(
         page=loc.page,
@@ -204,12 +254,27 @@ def _locator(loc: Locator) -> LocatorOut:
     )
 
 
-def snippet(segment: Segment) -> str:
+_WORD = re.compile(r"[^\W_]{3,}(?:-[^\W_]+)*|\d+")
+
+
+def snippet(segment: Segment, query: str | None = None) -> str:
+    """The segment's words, cut to ``SNIPPET_CHARS`` around the first word of ``query`` it
+    contains (so a match deep in a long chunk shows), else from the start."""
     text = " ".join((segment.text or segment.asset.caption or segment.asset.title).split())
-    return text if len(text) <= SNIPPET_CHARS else text[: SNIPPET_CHARS - 1].rstrip() + "…"
+    if len(text) <= SNIPPET_CHARS:
+        return text
+    lowered = text.lower()
+    words = sorted(set(_WORD.findall((query or "").lower())), key=len, reverse=True)
+    at = min((i for w in words if (i := lowered.find(w)) >= 0), default=0)
+    start = max(0, min(at - SNIPPET_CHARS // 3, len(text) - SNIPPET_CHARS))
+    if start > 0:
+        space = text.find(" ", start)
+        start = space + 1 if 0 <= space < at else start
+    cut = text[start : start + SNIPPET_CHARS - 2].strip()
+    return ("…" if start > 0 else "") + cut + ("…" if start + len(cut) < len(text) else "")
 
 
-def hit_out(hit: SearchHit, collection: str, *, relevant: bool) -> Hit:
+def hit_out(hit: SearchHit, collection: str, *, relevant: bool, query: str | None = None) -> Hit:
     seg = hit.segment
     content, thumb = asset_urls(
         seg.asset.asset_id, collection, has_thumbnail=seg.asset.thumbnail is not None
@@ -221,16 +286,25 @@ def hit_out(hit: SearchHit, collection: str, *, relevant: bool) -> Hit:
         modality=seg.asset.modality.value,
         source=seg.asset.library_path,
         title=seg.asset.title,
-        snippet=snippet(seg),
+        snippet=snippet(seg, query),
         tags=list(seg.asset.tags),
         score=hit.score,
         scores=SignalScores(
-            clip=hit.signal_scores.get(Signal.CLIP), text=hit.signal_scores.get(Signal.TEXT)
+            clip=hit.signal_scores.get(Signal.CLIP),
+            text=hit.signal_scores.get(Signal.TEXT),
+            bm25=hit.signal_scores.get(Signal.BM25),
         ),
         relevant=relevant,
         locator=_locator(seg.locator),
         content_url=content,
+        link=deep_link(content, seg.locator),
         thumbnail_url=thumb,
+        segment_thumbnail_url=(
+            f"/v1/assets/{seg.asset.asset_id}/thumbnail?collection={quote(collection)}"
+            f"&segment={seg.index}"
+            if seg.thumbnail
+            else None
+        ),
     )
 
 
@@ -240,7 +314,7 @@ def search_out(retrieval: Retrieval, collection: str) -> SearchResponse:
         query_kind=retrieval.kind.value,
         signals=[s.value for s in retrieval.signals],
         hits=[
-            hit_out(h, collection, relevant=ok)
+            hit_out(h, collection, relevant=ok, query=retrieval.query)
             for h, ok in zip(retrieval.hits, retrieval.relevant, strict=True)
         ],
     )
@@ -290,6 +364,10 @@ def asset_out(segments: list[Segment], collection: str) -> AssetOut:
         segments=len(segments),
         content_url=content,
         thumbnail_url=thumb,
+        duration_s=asset.duration_s,
+        fps=asset.fps,
+        codec=asset.codec,
+        pages=asset.pages,
     )
 
 

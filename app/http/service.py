@@ -124,13 +124,13 @@ class QueryService:
         return await anyio.to_thread.run_sync(fn, limiter=self._limiter)
 
     def _thumbnail(self, hit: SearchHit) -> ImagePart | None:
-        """The picture behind a source, for models that can see (its stored thumbnail)."""
-        thumb = hit.segment.asset.thumbnail
+        """The picture behind a source, for models that can see: the frame or page cited, or
+        the asset's thumbnail."""
+        thumb = hit.segment.thumbnail or hit.segment.asset.thumbnail
         if not thumb:
             return None
-        root = self.settings.data_dir.resolve()
-        path = (root / thumb).resolve()
-        if not path.is_relative_to(root):
+        path = self._data_file(thumb)
+        if path is None:
             return None
         try:
             return ImagePart("image/jpeg", path.read_bytes())
@@ -225,17 +225,31 @@ class QueryService:
         asset = (await self.asset(asset_id, collection=collection))[0].asset
         return await self._run(lambda: open_verified(asset))
 
-    async def asset_thumbnail(self, asset_id: str, *, collection: str) -> AssetFile:
-        asset = (await self.asset(asset_id, collection=collection))[0].asset
-        if not asset.thumbnail:
-            raise AssetNotFoundError(
-                asset_id, f"asset {asset_id} ({asset.modality}) has no thumbnail"
-            )
+    async def asset_thumbnail(
+        self, asset_id: str, *, collection: str, segment: int | None = None
+    ) -> AssetFile:
+        segments = await self.asset(asset_id, collection=collection)
+        asset = segments[0].asset
+        thumbnail, label = asset.thumbnail, f"asset {asset_id} ({asset.modality})"
+        if segment is not None:
+            found = next((s for s in segments if s.index == segment), None)
+            if found is None:
+                msg = f"asset {asset_id} has no segment {segment} (it has {len(segments)})"
+                raise AssetNotFoundError(asset_id, msg)
+            thumbnail, label = found.thumbnail, f"segment {segment} ({found.kind}) of {asset_id}"
+        if not thumbnail:
+            raise AssetNotFoundError(asset_id, f"{label} has no thumbnail")
+        path = self._data_file(thumbnail)
+        if path is None or not await self._run(path.is_file):
+            raise AssetNotFoundError(asset_id, f"the thumbnail of {label} is missing")
+        name = f"{asset_id}.jpg" if segment is None else f"{asset_id}-{segment}.jpg"
+        return AssetFile(path=path, media_type="image/jpeg", filename=name)
+
+    def _data_file(self, relative: str) -> Path | None:
+        """A file under the data dir named by a stored payload (never anywhere else)."""
         root = self.settings.data_dir.resolve()
-        path = (root / asset.thumbnail).resolve()
-        if not path.is_relative_to(root) or not await self._run(path.is_file):
-            raise AssetNotFoundError(asset_id, f"the thumbnail of asset {asset_id} is missing")
-        return AssetFile(path=path, media_type="image/jpeg", filename=f"{asset_id}.jpg")
+        path = (root / relative).resolve()
+        return path if path.is_relative_to(root) else None
 
     async def collection_names(self) -> list[str]:
         return await self._run(self._store.names)

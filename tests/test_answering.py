@@ -24,6 +24,7 @@ from app.core.answering import (
     extract_citations,
     final_answer,
     render_context,
+    supported,
 )
 from app.core.errors import ConfigurationError, LLMOutputError
 from app.core.models import (
@@ -331,3 +332,9 @@ def test_answers_whose_words_are_not_in_the_cited_sources_are_ungrounded() -> No
     assert answer_of(strategy, "q", [hit("cat.txt", "Chelsea eats fish.")]).status.value == (
         "answered"
     )
+
+
+def test_grounding_check_reads_a_plural_and_its_singular_as_one_word() -> None:
+    source = "Employees may work from home on Tuesdays and Thursdays."
+    assert supported("Tuesday and Thursday [1]", [source])
+    assert not supported("Mondays and Fridays [1]", [source])

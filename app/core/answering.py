@@ -60,7 +60,14 @@ _STOPWORDS = frozenset(
 
 
 def _words(text: str) -> set[str]:
-    return {w for w in _WORD.findall(text.lower()) if w not in _STOPWORDS}
+    """Content words, a plural's final "s" dropped ("Tuesdays" and "Tuesday" are one word)."""
+    return {_singular(w) for w in _WORD.findall(text.lower()) if w not in _STOPWORDS}
+
+
+def _singular(word: str) -> str:
+    if len(word) > 3 and word.endswith("s") and not word.endswith("ss") and word.isalpha():
+        return word[:-1]
+    return word
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,11 +1,13 @@
 """``python -m app.demo`` (``make demo``): the whole product, end to end, offline.
 
-1. builds a sample library of real photos and notes (``demo-data/library``);
+1. builds a sample library of real photos and notes, and makes a narrated video, a recorded
+   meeting and a PDF with a scanned page (``demo-data/library``);
 2. picks CLIP weights: the configured pretrained weights when they can be had, otherwise a
    checkpoint the project writes itself (random weights, seeded; it aligns nothing, so text
    questions are answered from the MiniLM text signal and CLIP serves image queries);
 3. ingests the library with the real CLI, twice (the second run must change nothing);
-4. starts the real service, asks questions and searches with a photo over HTTP;
+4. starts the real service, asks questions (one answered from each medium, cited by time or
+   page) and searches with a photo over HTTP;
 5. prints answers with citations, stops the service.
 """
 
@@ -25,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from app.demo.library import build_library
+from app.demo.library import build_library, build_media
 from app.settings import PROJECT_ROOT, Settings
 
 QUESTIONS = (
@@ -38,6 +40,12 @@ CHAT = (
     {"role": "user", "content": "How much dry food does Chelsea the cat eat?"},
     {"role": "assistant", "content": "30 grams of dry food in the evening [1]."},
     {"role": "user", "content": "And how much does she weigh?"},
+)
+MEDIA_QUESTIONS = (
+    "How often does the ferry to Stone Island leave?",  # the video's narration
+    "When is the product launch?",  # a recorded meeting, no transcript beside it
+    "On which days can employees work from home?",  # page 2 of a PDF
+    "When are parking permits renewed?",  # a scanned PDF page: read by OCR
 )
 IMAGE_QUERY = "photos/space/moon.png"
 DEMO_ENV = "demo.env"  # the settings `make serve-demo` serves the demo's library with
@@ -104,13 +112,23 @@ def show_answer(question: str, body: dict[str, Any]) -> None:
     say(f"\nQ: {question}")
     say(f"A ({body['status']}, {body['provider']} {body['model']}): {body['answer']}")
     for c in body["citations"]:
-        where = c["locator"]
-        span = f" chars {where['char_start']}-{where['char_end']}" if "char_start" in where else ""
         say(
-            f"   [{c['number']}] {c['modality']:<5} {Path(c['source']).name}{span}  "
-            f"score {c['score']:.3f}  {c['content_url']}"
-            + (f"  thumb {c['thumbnail_url']}" if c["thumbnail_url"] else "")
+            f"   [{c['number']}] {c['modality']:<5} {Path(c['source']).name}{_where(c['locator'])}"
+            f"  score {c['score']:.3f}  {c['link']}"
         )
+        thumb = c.get("segment_thumbnail_url") or c["thumbnail_url"]
+        if thumb:
+            say(f"       picture: {thumb}")
+
+
+def _where(locator: dict[str, Any]) -> str:
+    if "start_s" in locator:
+        return f" at {locator['start_s']:.1f}-{locator.get('end_s', locator['start_s']):.1f} s"
+    if "page" in locator:
+        return f" page {locator['page']}"
+    if "char_start" in locator:
+        return f" chars {locator['char_start']}-{locator['char_end']}"
+    return ""
 
 
 def stream_answer(client: httpx.Client, question: str) -> None:
@@ -134,7 +152,7 @@ def stream_answer(client: httpx.Client, question: str) -> None:
 
 
 def tour(client: httpx.Client, library: Path) -> None:
-    """Steps 4 to 9: what a client sees, over HTTP."""
+    """Steps 4 to 10: what a client sees, over HTTP."""
     stats = client.get("/v1/collections/demo").json()
     q = stats["quantization"]
     say(
@@ -169,7 +187,13 @@ def tour(client: httpx.Client, library: Path) -> None:
     for c in reply["citations"]:
         say(f"   [{c['number']}] {c['source']}")
 
-    say(f"\n== 9. search with a photo (POST /v1/search, multipart: {IMAGE_QUERY})")
+    say("\n== 9. every medium: a narrated video, a recorded meeting, a PDF with a scanned page")
+    for question in MEDIA_QUESTIONS:
+        response = client.post("/v1/ask", json={"question": question})
+        response.raise_for_status()
+        show_answer(question, response.json())
+
+    say(f"\n== 10. search with a photo (POST /v1/search, multipart: {IMAGE_QUERY})")
     image = (library / IMAGE_QUERY).read_bytes()
     found = client.post(
         "/v1/search", files={"image": ("query.png", image, "image/png")}, data={"top_k": 3}
@@ -206,7 +230,9 @@ def main(argv: list[str] | None = None) -> int:
 
     say("== 1. sample library")
     photos = build_library(library)
+    media = build_media(library)
     say(f"{len(photos)} real photos (scikit-image, scikit-learn, matplotlib) + notes in {library}")
+    say("media made here: " + ", ".join(p.name for p in media))
 
     say("\n== 2. models")
     say(choose_clip(workdir, env))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -256,3 +257,59 @@ def build_library(root: Path) -> list[SamplePhoto]:
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(text)
     return [p for p, _ in PHOTOS]
+
+
+# -- media: a narrated video, a recorded meeting, a PDF with a scanned page -----------------
+
+MEDIA_NARRATION = (
+    "Welcome to the harbour. The ferry to Stone Island leaves every hour from pier seven, "
+    "and the last ferry returns at ten in the evening."
+)
+MEDIA_MEETING = (
+    "Thanks for joining the product meeting. After a long discussion, the team agreed "
+    "to move the product launch to the fourteenth of March."
+)
+MEDIA_HANDBOOK = (
+    ("Employee handbook", "Chapter one: welcome to the company."),
+    (
+        "Chapter two: working from home.",
+        "Employees may work from home on Tuesdays and Thursdays.",
+        "Tell your team lead by Monday noon.",
+    ),
+)
+MEDIA_SCANNED = "Parking permits are renewed\nevery January at the front desk."
+
+
+def build_media(root: Path) -> list[Path]:
+    """Writes a narrated video, a spoken recording and a PDF (with a scanned page) under
+    ``root/media`` (idempotent). Needs espeak-ng for the voices."""
+    from app.demo.media import (
+        PdfPage,
+        Scene,
+        make_pdf,
+        make_speech,
+        make_video,
+        render_text_image,
+    )
+
+    folder = root / "media"
+    folder.mkdir(parents=True, exist_ok=True)
+    video = folder / "harbour-tour.mp4"
+    if not video.exists():
+        scenes = [
+            Scene("HARBOUR", (20, 60, 140)),
+            Scene("FERRY", (200, 120, 20)),
+            Scene("STONE ISLAND", (30, 140, 60)),
+        ]
+        with tempfile.TemporaryDirectory() as scratch:
+            narration = make_speech(Path(scratch) / "narration.wav", MEDIA_NARRATION)
+            make_video(video, scenes, seconds_per_scene=4.0, size=(640, 360), audio=narration)
+    meeting = folder / "product-meeting.mp3"
+    if not meeting.exists():
+        make_speech(meeting, MEDIA_MEETING)
+    handbook = folder / "employee-handbook.pdf"
+    if not handbook.exists():
+        scanned = render_text_image(MEDIA_SCANNED, size=(1224, 1584), font_px=72)
+        pages = [PdfPage(lines=lines) for lines in MEDIA_HANDBOOK] + [PdfPage(image=scanned)]
+        make_pdf(handbook, pages)
+    return [video, meeting, handbook]

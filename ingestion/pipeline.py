@@ -35,6 +35,7 @@ from ingestion.readers import AssetReadError, ReadOptions, read_image, read_text
 log = logging.getLogger(__name__)
 
 # ``<asset_id>.jpg`` for an asset, ``<asset_id>-<segment>.jpg`` for a frame or a page.
+_FIRST_BATCH = 4
 _THUMBNAIL = re.compile(r"([0-9a-f]{32})(-\d+)?\.jpg(\.tmp)?")
 
 
@@ -316,7 +317,10 @@ class IngestionPipeline:
         sink = progress or _NoProgress()
         sink.start(len(jobs))
         captions = CaptionIndex()
-        batches = [jobs[i : i + self._batch] for i in range(0, len(jobs), self._batch)]
+        # The first batch is small, so the model starts after a few files instead of a batch.
+        first = min(_FIRST_BATCH, self._batch)
+        batches = [jobs[:first]] if jobs else []
+        batches += [jobs[i : i + self._batch] for i in range(first, len(jobs), self._batch)]
         # Files are read (decoded, thumbnailed) one batch ahead in a worker thread while the
         # model embeds the current batch: decoding releases the GIL, and the model is never
         # left waiting for the next batch. Writes stay in this thread, in order.

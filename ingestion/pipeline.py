@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 # ``<asset_id>.jpg`` for an asset, ``<asset_id>-<segment>.jpg`` for a frame or a page.
 _FIRST_BATCH = 4
+_LIGHT = frozenset({Modality.IMAGE, Modality.TEXT})  # one segment or a few small ones a file
 _THUMBNAIL = re.compile(r"([0-9a-f]{32})(-\d+)?\.jpg(\.tmp)?")
 
 
@@ -317,10 +318,7 @@ class IngestionPipeline:
         sink = progress or _NoProgress()
         sink.start(len(jobs))
         captions = CaptionIndex()
-        # The first batch is small, so the model starts after a few files instead of a batch.
-        first = min(_FIRST_BATCH, self._batch)
-        batches = [jobs[:first]] if jobs else []
-        batches += [jobs[i : i + self._batch] for i in range(first, len(jobs), self._batch)]
+        batches = self._batches(jobs)
         # Files are read (decoded, thumbnailed) one batch ahead in a worker thread while the
         # model embeds the current batch: decoding releases the GIL, and the model is never
         # left waiting for the next batch. Writes stay in this thread, in order.
@@ -343,6 +341,17 @@ class IngestionPipeline:
             with self._timed(report, "optimize"):
                 self._writable().optimize()
         return report
+
+    def _batches(self, jobs: Sequence[_Job]) -> list[list[_Job]]:
+        """Photos and documents in batches of ``write_batch_assets`` (the first one small, so
+        the model starts after a few files); each video, recording and PDF a batch of its own,
+        so memory holds one long file's frames or pages at a time, not a batch of them."""
+        light = [j for j in jobs if j.file.modality in _LIGHT]
+        first = min(_FIRST_BATCH, self._batch)
+        batches = [light[:first]] if light else []
+        batches += [light[i : i + self._batch] for i in range(first, len(light), self._batch)]
+        batches += [[j] for j in jobs if j.file.modality not in _LIGHT]
+        return batches
 
     def _writable(self) -> VectorCollection:
         if self._collection is None:  # pragma: no cover - run() returns before writing

@@ -35,6 +35,7 @@ from app.demo.media import (
     PdfPage,
     Scene,
     make_broken_pdf,
+    make_encrypted_pdf,
     make_pdf,
     make_screenshot,
     make_speech,
@@ -131,6 +132,7 @@ def media_library(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         ],
     )
     make_broken_pdf(root / "broken.pdf")
+    make_encrypted_pdf(root / "locked.pdf", [PdfPage(lines=(PAGE_TWO,))], password="s3cret")
     make_screenshot(root / "dashboard.png", SCREEN)
     (root / "parts-catalogue.md").write_text(_long_document())
     good = root / "scenes.mp4"
@@ -202,6 +204,8 @@ def test_every_medium_is_ingested_and_bad_files_are_reported(ingested: dict[str,
         assert by_name[name].outcome is Outcome.INGESTED, by_name[name]
     assert by_name["broken.pdf"].outcome is Outcome.FAILED
     assert "PDF" in (by_name["broken.pdf"].reason or "")
+    assert by_name["locked.pdf"].outcome is Outcome.FAILED
+    assert "encrypted" in (by_name["locked.pdf"].reason or "")
     assert by_name["truncated.mp4"].outcome is Outcome.FAILED
     assert "truncated" in (by_name["truncated.mp4"].reason or "") or "readable" in (
         by_name["truncated.mp4"].reason or ""

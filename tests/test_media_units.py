@@ -149,3 +149,27 @@ def test_speech_switch_gives_one_notice_or_an_error(tmp_path: Path) -> None:
     with pytest.raises(ModelUnavailableError):
         build_speech(make_settings(tmp_path, ingestion={"speech": "on", **nowhere}))
     assert build_speech(make_settings(tmp_path, ingestion={"speech": "off"})) == (None, None)
+
+
+def test_each_long_medium_is_a_batch_of_its_own(tmp_path: Path) -> None:
+    """Memory holds one video's frames (or one PDF's pages) at a time, not a batch of them."""
+    from ingestion.discovery import Discovered
+    from ingestion.pipeline import IngestionPipeline, Outcome, _Job
+    from ingestion.readers import read_options_for
+
+    def job(name: str, modality: Modality) -> _Job:
+        found = Discovered(tmp_path / name, modality, tmp_path)
+        return _Job(found, "0" * 64, (), Outcome.INGESTED)
+
+    jobs = [job(f"p{i}.jpg", Modality.IMAGE) for i in range(10)]
+    jobs += [job("a.mp4", Modality.VIDEO), job("b.pdf", Modality.PDF), job("c.mp3", Modality.AUDIO)]
+    options = read_options_for(make_settings(tmp_path), "default")
+    pipeline = IngestionPipeline(None, None, None, options, write_batch_assets=8)  # type: ignore[arg-type]
+    sizes = [[j.file.path.name for j in b] for b in pipeline._batches(jobs)]
+    assert sizes == [
+        [f"p{i}.jpg" for i in range(4)],  # a small first batch: the model starts at once
+        [f"p{i}.jpg" for i in range(4, 10)],
+        ["a.mp4"],
+        ["b.pdf"],
+        ["c.mp3"],
+    ]

@@ -2,7 +2,8 @@
 
 A text question searches the ``text`` vector with a sentence embedding, the ``bm25`` sparse
 vector with its words and, when the collection's CLIP weights are aligned, the ``clip`` vector
-with CLIP's text tower; the engine fuses the lists with reciprocal-rank fusion in one query.
+with CLIP's text tower; the engine fuses the lists in one query (distribution-based score
+fusion by default, so one confident signal can outweigh two flat ones; RRF by setting).
 An image question searches ``clip`` with CLIP's image tower.
 
 Videos are searched coarse to fine: their whole-video vectors (the mean of their frames) pick

@@ -194,6 +194,7 @@ def build_retriever(settings: Settings, clip: ImageTextEmbedder, text: TextEmbed
             min_clip_image_score=r.min_clip_image_score,
             min_bm25_coverage=r.min_bm25_coverage,
             coarse_videos=r.coarse_videos,
+            explicit=frozenset(r.model_fields_set),
         ),
     )
 

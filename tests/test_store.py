@@ -18,6 +18,7 @@ from app.core.models import (
     Asset,
     BinaryEncoding,
     CollectionSpec,
+    CollectionTuning,
     EmbeddedSegment,
     EmbeddingModelInfo,
     Fusion,
@@ -25,7 +26,9 @@ from app.core.models import (
     Modality,
     QuantizationSpec,
     QueryEncoding,
+    RelevanceThresholds,
     SearchFilters,
+    SearchTuning,
     Segment,
     SegmentKind,
     Signal,
@@ -369,3 +372,37 @@ def test_focused_assets_join_the_candidates_scored_alike(tmp_path: Path, two_sig
         assert len(pooled) == 2
         assert far in repr(pooled[1].filter)
         assert far not in repr(pooled[0].filter)
+
+
+def test_tuning_is_saved_beside_the_collection_and_used_at_once(tmp_path: Path) -> None:
+    store = EdgeVectorStore(tmp_path)
+    try:
+        collection = store.open(SPEC, create=True)
+        assert collection.tuning == CollectionTuning()
+        tuning = CollectionTuning(
+            thresholds=RelevanceThresholds(min_text_score=0.21),
+            search=SearchTuning(oversampling=2.0, hnsw_ef=64),
+            notes=("autotune: test",),
+        )
+        store.save_tuning("unit", tuning)
+        assert collection.tuning == tuning  # the open collection adopts it
+        assert collection.spec.quantization.oversampling == 2.0
+        with pytest.raises(CollectionNotFoundError):
+            store.save_tuning("absent", tuning)
+    finally:
+        store.close()
+    reopened = EdgeVectorStore(tmp_path)
+    try:
+        again = reopened.open(SPEC, create=False)
+        assert again.tuning == tuning
+        assert (again.spec.quantization.oversampling, again.spec.quantization.hnsw_ef) == (2.0, 64)
+        assert again.spec.quantization.encoding is SPEC.quantization.encoding  # build-time kept
+    finally:
+        reopened.close()
+    (tmp_path / "unit" / "tuning.json").write_text("{not json")
+    broken = EdgeVectorStore(tmp_path)
+    try:
+        with pytest.raises(CollectionMismatchError, match=r"tuning\.json"):
+            broken.open(SPEC, create=False)
+    finally:
+        broken.close()

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import random
 import re
 import threading
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import replace
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -46,18 +47,22 @@ from app.core.models import (
     BinaryEncoding,
     CollectionSpec,
     CollectionStats,
+    CollectionTuning,
     EmbeddedSegment,
     FloatVector,
     Fusion,
     IndexedAsset,
     QuantizationSpec,
     QueryEncoding,
+    RelevanceThresholds,
     SearchFilters,
     SearchHit,
+    SearchTuning,
     Segment,
     Signal,
     VectorQuery,
 )
+from app.core.ports import FloatMatrix
 
 # BM25 is the engine's own: documents and queries are tokenized the same way (English stop
 # words and stemming), and the IDF weights come from the collection at query time.
@@ -126,6 +131,8 @@ def search_params_for(quantization: QuantizationSpec, *, exact: bool = False) ->
 
 
 _SPEC_FILE = "collection.json"
+# What calibrate and autotune chose for the collection (thresholds, query-time knobs).
+_TUNING_FILE = "tuning.json"
 # Present from the first write until optimize() has finished: a run killed in between (or during
 # the optimize itself) leaves it, and the next run finishes the index even when no file changed.
 _OPTIMIZE_PENDING = "optimize.pending"
@@ -213,6 +220,21 @@ def _filter_for(filters: SearchFilters) -> qe.Filter | None:
     return qe.Filter(must=must or None, must_not=must_not or None)
 
 
+def _has_vector(signal: Signal) -> qe.Filter:
+    return qe.Filter(must=[qe.HasVectorCondition(signal.value)])
+
+
+def _dense(record: Any, signal: Signal) -> list[float]:
+    vector: list[float] = record.vector[signal.value]
+    return vector
+
+
+def _matrix(rows: list[list[float]]) -> FloatMatrix:
+    if not rows:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.asarray(rows, dtype=np.float32)
+
+
 def _asset_filter(asset_ids: Sequence[str]) -> qe.Filter:
     return qe.Filter(
         must=[qe.FieldCondition(key="asset_id", match=qe.MatchAny(any=list(asset_ids)))]
@@ -252,19 +274,68 @@ def _cosine(stored: Any, query: FloatVector) -> float | None:
     return float(vec @ query) / denom if denom else None
 
 
+def read_tuning(path: Path) -> CollectionTuning:
+    """A collection folder's ``tuning.json``; an absent file is no tuning."""
+    file = path / _TUNING_FILE
+    if not file.is_file():
+        return CollectionTuning()
+    try:
+        data = json.loads(file.read_text())
+        search = data.get("search")
+        return CollectionTuning(
+            thresholds=RelevanceThresholds(**(data.get("thresholds") or {})),
+            search=SearchTuning(**search) if search else None,
+            notes=tuple(data.get("notes") or ()),
+        )
+    except (ValueError, TypeError) as exc:
+        msg = f"{file} is unreadable ({exc}); fix it or delete it to use the defaults"
+        raise CollectionMismatchError(msg) from exc
+
+
+def write_tuning(path: Path, tuning: CollectionTuning) -> None:
+    data = {
+        "thresholds": {k: v for k, v in asdict(tuning.thresholds).items() if v is not None},
+        "search": asdict(tuning.search) if tuning.search else None,
+        "notes": list(tuning.notes),
+    }
+    tmp = path / f"{_TUNING_FILE}.tmp"
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path / _TUNING_FILE)
+
+
 class EdgeCollection:
     """One collection: a qdrant-edge shard plus the spec that built it."""
 
     def __init__(self, shard: qe.EdgeShard, spec: CollectionSpec, path: Path) -> None:
         self._shard = shard
-        self._spec = spec
         self._path = path
-        self._params = search_params_for(spec.quantization)
         self._pending = (path / _OPTIMIZE_PENDING).exists()
+        self._tuning = read_tuning(path)
+        self._spec = spec
+        self._params = search_params_for(spec.quantization)
+        self.use_tuning(self._tuning)
 
     @property
     def spec(self) -> CollectionSpec:
         return self._spec
+
+    @property
+    def tuning(self) -> CollectionTuning:
+        return self._tuning
+
+    def use_tuning(self, tuning: CollectionTuning, *, search: bool = True) -> None:
+        """Adopt ``tuning``; with ``search``, its query-time knobs become the defaults."""
+        self._tuning = tuning
+        if search and tuning.search is not None:
+            t = tuning.search
+            tuned = replace(
+                self._spec.quantization,
+                oversampling=t.oversampling,
+                hnsw_ef=t.hnsw_ef,
+                rescore=t.rescore,
+            )
+            self._spec = replace(self._spec, quantization=tuned)
+            self._params = search_params_for(tuned)
 
     @property
     def optimize_pending(self) -> bool:
@@ -300,6 +371,9 @@ class EdgeCollection:
                     payload=to_payload(item.segment),
                 )
             )
+        self._write(points)
+
+    def _write(self, points: list[qe.Point]) -> None:
         # One update operation: the engine logs it as one WAL record, so a crash leaves a
         # batch either written or not, never half an asset.
         self._mark_pending()
@@ -327,8 +401,15 @@ class EdgeCollection:
     def _scroll(
         self, flt: qe.Filter | None, fields: Sequence[str] | None
     ) -> Iterator[dict[str, Any]]:
-        offset: Any = None
         selector: Any = qe.PayloadSelector.Include(list(fields)) if fields else True
+        for record in self._records(flt, payload=selector):
+            yield dict(record.payload or {})
+
+    def _records(
+        self, flt: qe.Filter | None, *, payload: Any = False, vectors: Any = False
+    ) -> Iterator[Any]:
+        """Every stored point matching ``flt``, page by page (engine records)."""
+        offset: Any = None
         while True:
             with _engine_errors("scroll points", self._path):
                 records, offset = self._shard.scroll(
@@ -336,13 +417,86 @@ class EdgeCollection:
                         offset=offset,
                         limit=_SCROLL_PAGE,
                         filter=flt,
-                        with_payload=selector,
+                        with_payload=payload,
+                        with_vector=vectors,
                     )
                 )
-            for record in records:
-                yield dict(record.payload or {})
+            yield from records
             if offset is None:
                 return
+
+    def payloads(self, fields: Sequence[str]) -> Iterator[dict[str, Any]]:
+        """The named payload fields of every stored point (evaluation's view of the assets)."""
+        return self._scroll(None, fields)
+
+    def all_vectors(self, signal: Signal) -> tuple[list[str], FloatMatrix]:
+        """Ids and ``signal`` vectors (as stored: L2-normalised) of every point holding one."""
+        if not signal.dense:
+            raise ValueError(f"{signal} is not a dense vector")
+        ids: list[str] = []
+        rows: list[list[float]] = []
+        for record in self._records(_has_vector(signal), vectors=[signal.value]):
+            ids.append(str(record.id))
+            rows.append(_dense(record, signal))
+        return ids, _matrix(rows)
+
+    def vector_count(self, signal: Signal) -> int:
+        """How many stored points hold a ``signal`` vector."""
+        with _engine_errors("count points", self._path):
+            return self._shard.count(qe.CountRequest(filter=_has_vector(signal), exact=True))
+
+    def sample_vectors(self, signal: Signal, n: int, seed: int) -> tuple[list[str], FloatMatrix]:
+        """Ids and ``signal`` vectors of up to ``n`` points holding one, drawn at random
+        (seeded; ids in scroll order); all of them when there are no more than ``n``."""
+        if not signal.dense:
+            raise ValueError(f"{signal} is not a dense vector")
+        every = [str(r.id) for r in self._records(_has_vector(signal))]
+        if n >= len(every):
+            return self.all_vectors(signal)
+        chosen = sorted(random.Random(seed).sample(range(len(every)), n))
+        wanted = [every[i] for i in chosen]
+        ids: list[str] = []
+        rows: list[list[float]] = []
+        for start in range(0, len(wanted), _SCROLL_PAGE):
+            with _engine_errors("read vectors", self._path):
+                records = self._shard.retrieve(
+                    list(wanted[start : start + _SCROLL_PAGE]),
+                    with_payload=False,
+                    with_vector=[signal.value],
+                )
+            for record in records:
+                ids.append(str(record.id))
+                rows.append(_dense(record, signal))
+        return ids, _matrix(rows)
+
+    def copy_points_to(
+        self,
+        target: EdgeCollection,
+        *,
+        rewrite: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        batch: int = 256,
+    ) -> int:
+        """Write every point (ids, dense and sparse vectors, payload through ``rewrite``) into
+        ``target`` as stored, with no re-embedding; returns how many. ``target`` still needs
+        ``optimize()``."""
+        copied = 0
+        points: list[qe.Point] = []
+        for record in self._records(None, payload=True, vectors=True):
+            payload = dict(record.payload or {})
+            vectors = dict(record.vector) if isinstance(record.vector, dict) else {}
+            points.append(
+                qe.Point(
+                    id=record.id, vector=vectors, payload=rewrite(payload) if rewrite else payload
+                )
+            )
+            if len(points) >= batch:
+                target._write(points)
+                copied += len(points)
+                points = []
+        if points:
+            target._write(points)
+            copied += len(points)
+        return copied
 
     def indexed_assets(self) -> list[IndexedAsset]:
         stored: dict[str, int] = defaultdict(int)
@@ -377,6 +531,7 @@ class EdgeCollection:
             nearest.append((Signal.BM25, keywords))
         if not nearest:
             return []
+        params = self._params_for(query)
         flt = _filter_for(query.filters)
         focus = (
             _filter_for(replace(query.filters, asset_ids=query.focus_assets))
@@ -391,9 +546,9 @@ class EdgeCollection:
             request = qe.QueryRequest(
                 limit=query.limit,
                 query=scoring,
-                prefetches=self._candidates(scoring, flt, focus, depth) if focus else None,
+                prefetches=self._candidates(scoring, flt, focus, depth, params) if focus else None,
                 filter=None if focus else flt,
-                params=self._params,
+                params=params,
                 with_payload=True,
                 with_vector=names,
             )
@@ -402,7 +557,7 @@ class EdgeCollection:
                 limit=query.limit,
                 prefetches=[
                     self._signal_stage(
-                        qe.Query.Nearest(vector, using=signal.value), flt, focus, depth
+                        qe.Query.Nearest(vector, using=signal.value), flt, focus, depth, params
                     )
                     for signal, vector in nearest
                 ],
@@ -433,27 +588,47 @@ class EdgeCollection:
             )
         return hits
 
+    def _params_for(self, query: VectorQuery) -> qe.SearchParams:
+        if query.exact:
+            return search_params_for(self._spec.quantization, exact=True)
+        if query.tuning is not None:
+            t = query.tuning
+            tuned = replace(
+                self._spec.quantization,
+                oversampling=t.oversampling,
+                hnsw_ef=t.hnsw_ef,
+                rescore=t.rescore,
+            )
+            return search_params_for(tuned)
+        return self._params
+
+    @staticmethod
     def _candidates(
-        self, scoring: Any, flt: qe.Filter | None, focus: qe.Filter, depth: int
+        scoring: Any, flt: qe.Filter | None, focus: qe.Filter, depth: int, params: Any
     ) -> list[qe.Prefetch]:
         """The best ``depth`` of the whole collection and of the focused assets, pooled."""
         return [
-            qe.Prefetch(limit=depth, query=scoring, filter=flt, params=self._params),
-            qe.Prefetch(limit=depth, query=scoring, filter=focus, params=self._params),
+            qe.Prefetch(limit=depth, query=scoring, filter=flt, params=params),
+            qe.Prefetch(limit=depth, query=scoring, filter=focus, params=params),
         ]
 
     def _signal_stage(
-        self, scoring: Any, flt: qe.Filter | None, focus: qe.Filter | None, depth: int
+        self,
+        scoring: Any,
+        flt: qe.Filter | None,
+        focus: qe.Filter | None,
+        depth: int,
+        params: Any,
     ) -> qe.Prefetch:
         """One signal's candidate list for fusion; with focused assets, the pooled candidates
         scored again by the same signal (so nothing is counted twice)."""
         if focus is None:
-            return qe.Prefetch(limit=depth, query=scoring, filter=flt, params=self._params)
+            return qe.Prefetch(limit=depth, query=scoring, filter=flt, params=params)
         return qe.Prefetch(
             limit=depth,
             query=scoring,
-            prefetches=self._candidates(scoring, flt, focus, depth),
-            params=self._params,
+            prefetches=self._candidates(scoring, flt, focus, depth, params),
+            params=params,
         )
 
     def stats(self) -> CollectionStats:
@@ -530,6 +705,15 @@ class EdgeVectorStore:
         if not self._root.is_dir():
             return []
         return sorted(d.name for d in self._root.iterdir() if (d / _SPEC_FILE).is_file())
+
+    def save_tuning(self, name: str, tuning: CollectionTuning) -> None:
+        path = self._dir(name)
+        if not (path / _SPEC_FILE).is_file():
+            raise CollectionNotFoundError(name)
+        write_tuning(path, tuning)
+        with self._lock:
+            if name in self._open:
+                self._open[name].use_tuning(tuning)
 
     def hold(self, name: str) -> None:
         """Open an existing collection's engine now, taking its lock, before models load.

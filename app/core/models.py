@@ -250,6 +250,38 @@ class VectorQuery:
     candidates_per_signal: int = 64  # prefetch depth of each signal before fusion
     fusion: Fusion = Fusion.DBSF
     rrf_k: int = 60
+    exact: bool = False  # brute force on the float vectors (evaluation's ground truth)
+    tuning: SearchTuning | None = None  # query-time knobs instead of the collection's
+
+
+@dataclass(frozen=True, slots=True)
+class SearchTuning:
+    """Query-time search knobs (evaluation and autotuning sweep them)."""
+
+    oversampling: float
+    hnsw_ef: int
+    rescore: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class RelevanceThresholds:
+    """A collection's own relevance thresholds (``calibrate``); None keeps the default."""
+
+    min_text_score: float | None = None
+    min_clip_text_score: float | None = None
+    min_clip_image_score: float | None = None
+    min_bm25_coverage: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionTuning:
+    """What measuring a collection chose for it: thresholds (``calibrate``) and query-time
+    search knobs (``autotune``). Thresholds are used over the defaults unless a threshold is set
+    explicitly; the search knobs over the quantization settings."""
+
+    thresholds: RelevanceThresholds = field(default_factory=RelevanceThresholds)
+    search: SearchTuning | None = None
+    notes: tuple[str, ...] = ()  # how each part was chosen (command, date, figures)
 
 
 @dataclass(frozen=True, slots=True)

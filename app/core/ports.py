@@ -17,6 +17,7 @@ import numpy.typing as npt
 from app.core.models import (
     CollectionSpec,
     CollectionStats,
+    CollectionTuning,
     EmbeddedSegment,
     EmbeddingModelInfo,
     IndexedAsset,
@@ -113,6 +114,11 @@ class VectorCollection(Protocol):
     def stats(self) -> CollectionStats: ...
 
     @property
+    def tuning(self) -> CollectionTuning:
+        """The collection's calibrated thresholds and tuned search knobs (may be empty)."""
+        ...
+
+    @property
     def optimize_pending(self) -> bool:
         """Whether writes happened that no finished ``optimize()`` has indexed yet."""
         ...
@@ -133,6 +139,10 @@ class VectorStore(Protocol):
 
     def open_stored(self, name: str) -> VectorCollection:
         """An existing collection as built, before models are known (to plan ingestion)."""
+        ...
+
+    def save_tuning(self, name: str, tuning: CollectionTuning) -> None:
+        """Record a collection's tuning; an open collection uses it at once."""
         ...
 
     def hold(self, name: str) -> None:

@@ -16,7 +16,7 @@ honestly.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
@@ -24,8 +24,10 @@ from app.core.models import (
     FloatVector,
     Fusion,
     Modality,
+    RelevanceThresholds,
     SearchFilters,
     SearchHit,
+    SearchTuning,
     SegmentKind,
     Signal,
     VectorQuery,
@@ -54,6 +56,18 @@ class RetrievalOptions:
     min_clip_image_score: float = 0.80
     min_bm25_coverage: float = 0.75
     coarse_videos: int = 8
+    # Thresholds set on purpose (settings, environment): a collection's calibration never
+    # overrides them.
+    explicit: frozenset[str] = frozenset()
+
+    def with_thresholds(self, calibrated: RelevanceThresholds) -> RetrievalOptions:
+        """These options with a collection's calibrated thresholds, where not set explicitly."""
+        chosen = {
+            name: value
+            for name, value in asdict(calibrated).items()
+            if value is not None and name not in self.explicit
+        }
+        return replace(self, **chosen) if chosen else self
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,11 +98,23 @@ class Retriever:
         *,
         top_k: int,
         filters: SearchFilters | None = None,
+        exact: bool = False,
+        tuning: SearchTuning | None = None,
     ) -> Retrieval:
+        """``exact`` and ``tuning`` override the collection's search knobs (evaluation)."""
         vectors: dict[Signal, FloatVector] = {Signal.TEXT: self._text.embed_texts([question])[0]}
         if collection.spec.clip.aligned:
             vectors[Signal.CLIP] = self._clip.embed_texts([question])[0]
-        return self._run(collection, QueryKind.TEXT, vectors, top_k, filters, keywords=question)
+        return self._run(
+            collection,
+            QueryKind.TEXT,
+            vectors,
+            top_k,
+            filters,
+            keywords=question,
+            exact=exact,
+            tuning=tuning,
+        )
 
     def search_image(
         self,
@@ -97,9 +123,14 @@ class Retriever:
         *,
         top_k: int,
         filters: SearchFilters | None = None,
+        exact: bool = False,
+        tuning: SearchTuning | None = None,
     ) -> Retrieval:
+        """``exact`` and ``tuning`` override the collection's search knobs (evaluation)."""
         vectors = {Signal.CLIP: self._clip.embed_images([image])[0]}
-        return self._run(collection, QueryKind.IMAGE, vectors, top_k, filters)
+        return self._run(
+            collection, QueryKind.IMAGE, vectors, top_k, filters, exact=exact, tuning=tuning
+        )
 
     def _run(
         self,
@@ -110,6 +141,8 @@ class Retriever:
         filters: SearchFilters | None,
         *,
         keywords: str | None = None,
+        exact: bool = False,
+        tuning: SearchTuning | None = None,
     ) -> Retrieval:
         o = self._options
         filters = filters or SearchFilters()
@@ -117,7 +150,7 @@ class Retriever:
 
         # Coarse: the best whole videos. Fine: their segments join the candidates of the one
         # query below and compete, scored alike, with every other segment.
-        videos = self._coarse_videos(collection, vectors, filters)
+        videos = self._coarse_videos(collection, vectors, filters, exact=exact, tuning=tuning)
         found = collection.search(
             VectorQuery(
                 vectors=vectors,
@@ -128,9 +161,12 @@ class Retriever:
                 rrf_k=o.rrf_k,
                 keywords=keywords,
                 focus_assets=tuple(dict.fromkeys(v.segment.asset.asset_id for v in videos)),
+                exact=exact,
+                tuning=tuning,
             )
         )
         hits = best_per_asset(found, top_k)
+        options = o.with_thresholds(collection.tuning.thresholds)
         signals = [s for s in Signal if s in vectors]
         if keywords and Signal.BM25 not in signals:
             signals.append(Signal.BM25)
@@ -138,7 +174,7 @@ class Retriever:
             kind=kind,
             signals=tuple(signals),
             hits=hits,
-            relevant=tuple(self.is_relevant(h, kind) for h in hits),
+            relevant=tuple(is_relevant(h, kind, options) for h in hits),
             query=keywords,
         )
 
@@ -147,6 +183,9 @@ class Retriever:
         collection: VectorCollection,
         vectors: dict[Signal, FloatVector],
         filters: SearchFilters,
+        *,
+        exact: bool = False,
+        tuning: SearchTuning | None = None,
     ) -> list[SearchHit]:
         """The best whole videos by their mean-frame CLIP vector (coarse step)."""
         limit = self._options.coarse_videos
@@ -155,21 +194,31 @@ class Retriever:
             return []
         coarse = replace(filters, kinds=(SegmentKind.VIDEO,), exclude_kinds=())
         return collection.search(
-            VectorQuery(vectors={Signal.CLIP: vectors[Signal.CLIP]}, limit=limit, filters=coarse)
+            VectorQuery(
+                vectors={Signal.CLIP: vectors[Signal.CLIP]},
+                limit=limit,
+                filters=coarse,
+                exact=exact,
+                tuning=tuning,
+            )
         )
 
     def is_relevant(self, hit: SearchHit, kind: QueryKind) -> bool:
-        o = self._options
-        clip = hit.signal_scores.get(Signal.CLIP)
-        if kind is QueryKind.IMAGE:
-            return clip is not None and clip >= o.min_clip_image_score
-        text = hit.signal_scores.get(Signal.TEXT)
-        bm25 = hit.signal_scores.get(Signal.BM25)
-        return (
-            (text is not None and text >= o.min_text_score)
-            or (clip is not None and clip >= o.min_clip_text_score)
-            or (bm25 is not None and bm25 >= o.min_bm25_coverage)
-        )
+        return is_relevant(hit, kind, self._options)
+
+
+def is_relevant(hit: SearchHit, kind: QueryKind, o: RetrievalOptions) -> bool:
+    """Whether a hit is close enough to answer from, by its per-signal scores."""
+    clip = hit.signal_scores.get(Signal.CLIP)
+    if kind is QueryKind.IMAGE:
+        return clip is not None and clip >= o.min_clip_image_score
+    text = hit.signal_scores.get(Signal.TEXT)
+    bm25 = hit.signal_scores.get(Signal.BM25)
+    return (
+        (text is not None and text >= o.min_text_score)
+        or (clip is not None and clip >= o.min_clip_text_score)
+        or (bm25 is not None and bm25 >= o.min_bm25_coverage)
+    )
 
 
 def best_per_asset(hits: Sequence[SearchHit], top_k: int) -> tuple[SearchHit, ...]:

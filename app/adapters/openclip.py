@@ -2,14 +2,26 @@
 
 Weights come from a pretrained tag (downloaded the normal way, or from the local cache), a
 local checkpoint file, or, only when asked for, random initialisation (tests).
+
+A checkpoint written by ``python -m ingestion train`` has an ``open_clip_config.json`` (open_clip's
+hub format: model name, architecture, preprocessing) and a ``model_card.json`` beside it: the
+architecture is registered with open_clip under its name and used whatever ``clip.model`` says,
+so setting ``MMRAG_CLIP__CHECKPOINT`` alone is enough.
 """
 
 from __future__ import annotations
 
+import atexit
+import hashlib
+import json
 import logging
 import pickle
+import re
+import shutil
+import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +40,16 @@ log = logging.getLogger(__name__)
 
 RANDOM_WEIGHTS = "none"
 RANDOM_SEED = 0
+CHECKPOINT_CONFIG_NAME = "open_clip_config.json"  # open_clip's hub format, beside the weights
+MODEL_CARD_NAME = "model_card.json"
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
+# image_transform options open_clip's create_model_and_transforms takes as overrides
+_PREPROCESS_OVERRIDES = {
+    "mean": "image_mean",
+    "std": "image_std",
+    "interpolation": "image_interpolation",
+    "resize_mode": "image_resize_mode",
+}
 
 
 def resolve_device(device: str) -> str:
@@ -40,6 +62,94 @@ def resolve_device(device: str) -> str:
 
 def _file_fingerprint(path: Path) -> str:
     return f"{path.name}#sha256:{file_sha256(path)[:16]}"
+
+
+_registry_lock = threading.Lock()
+_registry_dir: Path | None = None
+
+
+def _config_dir() -> Path:
+    global _registry_dir  # noqa: PLW0603 - one scratch folder per process, removed at exit
+    if _registry_dir is None:
+        _registry_dir = Path(tempfile.mkdtemp(prefix="mmrag-open-clip-configs-"))
+        atexit.register(shutil.rmtree, _registry_dir, ignore_errors=True)
+    return _registry_dir
+
+
+def register_model_config(model_name: str, model_cfg: Mapping[str, Any]) -> None:
+    """Makes ``model_name`` a model open_clip can build, with architecture ``model_cfg``.
+
+    open_clip only knows configs from JSON files named after the model, so the config is
+    written to a scratch folder and added; a later registration of the same name wins.
+    """
+    import open_clip
+
+    if not _MODEL_NAME.fullmatch(model_name):
+        msg = (
+            f"model name {model_name!r} cannot name an open_clip config: use letters, digits, "
+            "'.', '_', '+' and '-' only"
+        )
+        raise ConfigurationError(msg)
+    if not all(key in model_cfg for key in ("embed_dim", "vision_cfg", "text_cfg")):
+        msg = f"the config of {model_name} lacks embed_dim, vision_cfg or text_cfg"
+        raise ConfigurationError(msg)
+    text = json.dumps(model_cfg, sort_keys=True)
+    with _registry_lock:
+        if open_clip.get_model_config(model_name) == json.loads(text):
+            return
+        folder = _config_dir() / hashlib.sha256(text.encode()).hexdigest()[:16]
+        folder.mkdir(exist_ok=True)
+        path = folder / f"{model_name}.json"
+        path.write_text(text, encoding="utf-8")
+        open_clip.add_model_config(path)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointConfig:
+    """What ``open_clip_config.json`` (and ``model_card.json``) beside a checkpoint say."""
+
+    model_name: str
+    model_cfg: dict[str, Any]
+    preprocess_cfg: dict[str, Any]
+    aligned: bool | None  # None: neither file says
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        msg = f"{path} is unreadable ({exc}); fix or remove it"
+        raise ModelUnavailableError(msg) from exc
+    if not isinstance(data, dict):
+        msg = f"{path} is not a JSON object; fix or remove it"
+        raise ModelUnavailableError(msg)
+    return data
+
+
+def read_checkpoint_config(checkpoint: Path) -> CheckpointConfig | None:
+    """The architecture saved beside ``checkpoint``, or None when there is none.
+
+    Only a config that names its model counts: the hub's own ``open_clip_config.json`` files
+    have no ``model_name``, and a checkpoint beside one keeps using ``clip.model``."""
+    path = checkpoint.parent / CHECKPOINT_CONFIG_NAME
+    config = _read_json(path)
+    if config is None or "model_name" not in config:
+        return None
+    name, model_cfg = config.get("model_name"), config.get("model_cfg")
+    preprocess_cfg = config.get("preprocess_cfg") or {}
+    if not isinstance(name, str) or not isinstance(model_cfg, dict):
+        msg = f"{path} needs a model_name and a model_cfg (open_clip's hub format)"
+        raise ModelUnavailableError(msg)
+    if not isinstance(preprocess_cfg, dict):
+        msg = f"{path}: preprocess_cfg must be an object"
+        raise ModelUnavailableError(msg)
+    aligned = config.get("aligned")
+    if not isinstance(aligned, bool):
+        card = _read_json(checkpoint.parent / MODEL_CARD_NAME) or {}
+        aligned = card.get("aligned") if isinstance(card.get("aligned"), bool) else None
+    return CheckpointConfig(name, model_cfg, preprocess_cfg, aligned)
 
 
 def pretrained_available(model_name: str, pretrained: str, *, probe_timeout_s: float) -> bool:
@@ -83,6 +193,27 @@ class OpenClipEmbedder:
         self._batch_size = batch_size
         self._lock = threading.Lock()  # one forward pass at a time; torch uses all threads
 
+        beside = read_checkpoint_config(checkpoint) if checkpoint is not None else None
+        preprocess: dict[str, Any] = {}
+        if beside is not None:
+            register_model_config(beside.model_name, beside.model_cfg)
+            if beside.model_name != model_name:
+                log.info(
+                    "checkpoint %s is a %s (its %s); clip.model=%s is not used",
+                    checkpoint,
+                    beside.model_name,
+                    CHECKPOINT_CONFIG_NAME,
+                    model_name,
+                )
+            model_name = beside.model_name
+            if aligned is None:
+                aligned = beside.aligned
+            preprocess = {
+                arg: beside.preprocess_cfg[key]
+                for key, arg in _PREPROCESS_OVERRIDES.items()
+                if beside.preprocess_cfg.get(key) is not None
+            }
+
         if model_name not in open_clip.list_models():
             msg = (
                 f"unknown open_clip model {model_name!r} (setting clip.model / MMRAG_CLIP__MODEL);"
@@ -98,8 +229,8 @@ class OpenClipEmbedder:
             # model; without this, image-to-image search across processes would be noise.
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(RANDOM_SEED)
-                model, _, preprocess = open_clip.create_model_and_transforms(
-                    model_name, pretrained=weights, device=self._device
+                model, _, transform = open_clip.create_model_and_transforms(
+                    model_name, pretrained=weights, device=self._device, **preprocess
                 )
         except (
             RuntimeError,
@@ -117,7 +248,7 @@ class OpenClipEmbedder:
             raise ModelUnavailableError(msg) from exc
         model.eval()
         self._model: Any = model
-        self._preprocess: Any = preprocess
+        self._preprocess: Any = transform
         self._tokenizer: Any = open_clip.get_tokenizer(model_name)
         dim = int(open_clip.get_model_config(model_name)["embed_dim"])
         is_random = weights is None
@@ -216,3 +347,17 @@ class OpenClipEmbedder:
         if not rows:
             return np.zeros((0, self._info.dim), dtype=np.float32)
         return np.ascontiguousarray(np.concatenate(rows), dtype=np.float32)
+
+
+def pretrained_weights(model_name: str, pretrained: str, *, probe_timeout_s: float) -> str:
+    """What to give open_clip as ``pretrained`` for a tag (the tag, or its cached file when the
+    hub is unreachable); fails like the embedder does, with the same messages."""
+    import open_clip
+
+    weights, _ = OpenClipEmbedder._resolve_weights(
+        open_clip, model_name, pretrained, None, probe_timeout_s
+    )
+    if weights is None:
+        msg = f"{pretrained!r} is not a pretrained tag of {model_name}"
+        raise ConfigurationError(msg)
+    return weights

@@ -1,15 +1,21 @@
 """``python -m ingestion``: the ingestion command line.
 
     python -m ingestion ingest PATH... [--collection NAME] [--tag T]... [--sync] [--dry-run]
+    python -m ingestion train PAIRS --out DIR [--arch NAME | --from WEIGHTS]   (ingestion.train)
+    python -m ingestion eval QUERIES [--collection NAME] [--out DIR]          (ingestion.evaluate)
+    python -m ingestion calibrate QUERIES [--collection NAME] [--write]       (ingestion.calibrate)
+    python -m ingestion autotune [--collection NAME] [--target-recall 0.98]   (ingestion.autotune)
 
-Exit status: 0 when every file was stored or unchanged; 1 when some files failed (everything
-else is stored, and the summary says why each failed); 2 when nothing could run (a bad
-setting, missing model weights, the collection locked by a running service).
+Exit status of ``ingest``: 0 when every file was stored or unchanged; 1 when some files failed
+(everything else is stored, and the summary says why each failed); 2 when nothing could run (a
+bad setting, missing model weights, the collection locked by a running service). The other
+commands say theirs in ``--help``.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
@@ -58,7 +64,19 @@ def _parser() -> argparse.ArgumentParser:
         help="hash every file, even those whose size and modification time are unchanged",
     )
     ingest.add_argument("--quiet", action="store_true", help="no progress bar")
+    # The other commands live in their own modules (light at import: torch loads in run()).
+    for module in _COMMAND_MODULES.values():
+        importlib.import_module(module).add_parser(sub)
     return parser
+
+
+# command -> module with ``add_parser(subparsers)`` and ``run(args, console) -> exit code``
+_COMMAND_MODULES = {
+    "train": "ingestion.train",
+    "eval": "ingestion.evaluate",
+    "calibrate": "ingestion.calibrate",
+    "autotune": "ingestion.autotune",
+}
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -278,6 +296,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "ingest":
             return _ingest(args, console)
+        if args.command in _COMMAND_MODULES:
+            run: Callable[[argparse.Namespace, Console], int] = importlib.import_module(
+                _COMMAND_MODULES[args.command]
+            ).run
+            return run(args, console)
     except MMRagError as exc:
         console.print(f"[red]error:[/red] {exc}")
         return EXIT_CANNOT_RUN

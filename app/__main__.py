@@ -113,7 +113,8 @@ def serve() -> int:
         sock = _listen(settings.http.host, settings.http.port)
         store = build_store(settings)
         store.hold(settings.collection)
-        print(f"loading models ({settings.clip.model}, {settings.text.model})…", file=sys.stderr)
+        clip = settings.clip.checkpoint or settings.clip.model
+        print(f"loading models ({clip}, {settings.text.model})…", file=sys.stderr)
         models = load_models(settings)
         app = create_app(settings, models=models, store=store)
     except (MMRagError, OSError) as exc:

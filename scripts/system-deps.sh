@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# The system programs ingestion uses: tesseract (text in pictures, with English data) and
-# espeak-ng (speech for the tests and the demo). Installed with apt where this machine allows
-# (root, or password-less sudo); otherwise one line says what to install, and the exit is 1.
+# The system programs ingestion uses: tesseract (text in pictures, with English data), espeak-ng
+# (speech for the tests and the demo) and Fashion-MNIST (the labelled product photos the demo
+# trains its own CLIP on). Installed with apt where this machine allows (root, or password-less
+# sudo); otherwise one line says what to install, and the exit is 1.
 set -euo pipefail
 
-packages=(tesseract-ocr tesseract-ocr-eng espeak-ng)
+packages=(tesseract-ocr tesseract-ocr-eng espeak-ng dataset-fashion-mnist)
 missing=()
 command -v tesseract >/dev/null && tesseract --list-langs 2>/dev/null | grep -qx eng \
     || missing+=(tesseract-ocr tesseract-ocr-eng)
 command -v espeak-ng >/dev/null || missing+=(espeak-ng)
+[ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] \
+    || missing+=(dataset-fashion-mnist)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if command -v apt-get >/dev/null; then
@@ -29,5 +32,6 @@ if command -v apt-get >/dev/null; then
 fi
 echo "missing system packages: ${missing[*]} (all needed: ${packages[*]})." >&2
 echo "Install them (Debian/Ubuntu: sudo apt-get install ${packages[*]};" \
-    "macOS: brew install tesseract espeak-ng) and run make again." >&2
+    "macOS: brew install tesseract espeak-ng; Fashion-MNIST's four .gz files from its"\
+    "project page into /usr/share/datasets/fashion-mnist) and run make again." >&2
 exit 1

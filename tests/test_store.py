@@ -83,10 +83,11 @@ class RecordingShard:
 
     def __init__(self, shard: Any) -> None:
         self._shard = shard
-        self.queries: list[Any] = []
+        self.queries: list[Any] = []  # searches
+        self.scorings: list[Any] = []  # per-signal scores of a search's hits
 
     def query(self, request: Any) -> Any:
-        self.queries.append(request)
+        (self.queries if request.with_payload else self.scorings).append(request)
         return self._shard.query(request)
 
     def __getattr__(self, name: str) -> Any:
@@ -143,6 +144,11 @@ def test_search_requests_carry_rescore_and_oversampling(tmp_path: Path) -> None:
     assert single[0].segment.asset.asset_id == f"{5:032x}"
 
     fused_request, single_request, ranked_request = spy.queries
+    # Each dense signal's score of the hits comes from the engine: exact, over just those points.
+    assert len(spy.scorings) == 2 + 1 + 2
+    for scoring in spy.scorings:
+        assert scoring.params.exact is True
+        assert "HasId" in repr(scoring.filter)
     assert ranked[0].segment.asset.asset_id == f"{3:032x}"
     assert "Rrf" in repr(ranked_request.query)
     assert "Dbsf" in repr(fused_request.query)  # the default

@@ -527,8 +527,9 @@ class EdgeCollection:
         signals = [s for s in Signal if s.dense and s in query.vectors]
         nearest: list[tuple[Signal, Any]] = [(s, query.vectors[s].tolist()) for s in signals]
         keywords = _BM25.embed_query(query.keywords) if query.keywords else None
-        if keywords is not None and keywords.indices:
-            nearest.append((Signal.BM25, keywords))
+        sparse_query = keywords if keywords is not None and keywords.indices else None
+        if sparse_query is not None:
+            nearest.append((Signal.BM25, sparse_query))
         if not nearest:
             return []
         params = self._params_for(query)
@@ -538,7 +539,9 @@ class EdgeCollection:
             if query.focus_assets
             else None
         )
-        names = [s.value for s, _ in nearest]
+        # Only the sparse vector travels back (for BM25 coverage); dense scores come from
+        # the engine (``_signal_scores``), not from vectors fetched and multiplied here.
+        names: Any = [BM25_VECTOR] if sparse_query is not None else False
         depth = max(query.candidates_per_signal, query.limit)
         if len(nearest) == 1:
             signal, vector = nearest[0]
@@ -567,16 +570,13 @@ class EdgeCollection:
             )
         with _engine_errors("search", self._path):
             points = self._shard.query(request)
+            dense = self._signal_scores(points, [(s, query.vectors[s]) for s in signals])
         hits: list[SearchHit] = []
         for point in points:
-            vectors: Mapping[str, Any] = point.vector if isinstance(point.vector, dict) else {}
-            scores: dict[Signal, float] = {}
-            for s in signals:
-                score = _cosine(vectors.get(s.value), query.vectors[s])
-                if score is not None:
-                    scores[s] = score
-            if keywords is not None and keywords.indices:
-                coverage = _coverage(vectors.get(BM25_VECTOR), keywords)
+            scores = {s: by_id[point.id] for s, by_id in dense.items() if point.id in by_id}
+            if sparse_query is not None:
+                vectors = point.vector if isinstance(point.vector, dict) else {}
+                coverage = _coverage(vectors.get(BM25_VECTOR), sparse_query)
                 if coverage is not None:
                     scores[Signal.BM25] = coverage
             hits.append(
@@ -587,6 +587,30 @@ class EdgeCollection:
                 )
             )
         return hits
+
+    def _signal_scores(
+        self, points: Sequence[Any], signals: Sequence[tuple[Signal, FloatVector]]
+    ) -> dict[Signal, dict[Any, float]]:
+        """Each dense signal's cosine for the returned points, scored by the engine: one exact
+        query per signal over just those points (cheaper than fetching their vectors)."""
+        if not points:
+            return {}
+        only = qe.Filter(must=[qe.HasIdCondition(point_ids={p.id for p in points})])
+        exact = search_params_for(self._spec.quantization, exact=True)
+        scores: dict[Signal, dict[Any, float]] = {}
+        for signal, vector in signals:
+            found = self._shard.query(
+                qe.QueryRequest(
+                    limit=len(points),
+                    query=qe.Query.Nearest(vector.tolist(), using=signal.value),
+                    filter=only,
+                    params=exact,
+                    with_payload=False,
+                    with_vector=False,
+                )
+            )
+            scores[signal] = {p.id: p.score for p in found}
+        return scores
 
     def _params_for(self, query: VectorQuery) -> qe.SearchParams:
         if query.exact:

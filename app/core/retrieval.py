@@ -203,9 +203,6 @@ class Retriever:
             )
         )
 
-    def is_relevant(self, hit: SearchHit, kind: QueryKind) -> bool:
-        return is_relevant(hit, kind, self._options)
-
 
 def is_relevant(hit: SearchHit, kind: QueryKind, o: RetrievalOptions) -> bool:
     """Whether a hit is close enough to answer from, by its per-signal scores."""

@@ -168,12 +168,18 @@ class _Pass:
             self.chunks.append(out.to_ndarray().reshape(-1).astype(np.float32))
 
 
+def _why(exc: Exception) -> str:
+    """FFmpeg's reason without the errno and the file name (the report names the file)."""
+    reason = getattr(exc, "strerror", None)
+    return reason if isinstance(reason, str) and reason else str(exc)
+
+
 def _decode(path: Path, options: ReadOptions, *, want_sound: bool) -> _Decoded:
     """One pass over the file: sampled frames (video) and 16 kHz mono sound (when wanted)."""
     try:
         container = av.open(str(path), metadata_errors="ignore")
     except (av.error.FFmpegError, UnicodeDecodeError) as exc:
-        raise AssetReadError(f"not a readable media file: {exc}") from exc
+        raise AssetReadError(f"not a readable media file: {_why(exc)}") from exc
     with container:
         video = container.streams.video[0] if container.streams.video else None
         audio = container.streams.audio[0] if container.streams.audio else None
@@ -204,7 +210,7 @@ def _decode(path: Path, options: ReadOptions, *, want_sound: bool) -> _Decoded:
                         work.audio(frame)
             work.audio(None)  # flush the resampler
         except (av.error.FFmpegError, ValueError) as exc:
-            raise AssetReadError(f"corrupt or truncated media: {exc}") from exc
+            raise AssetReadError(f"corrupt or truncated media: {_why(exc)}") from exc
         if video is not None and not work.frames:
             raise AssetReadError("no video frame could be decoded")
         samples = np.concatenate(work.chunks) if work.chunks else None

@@ -271,6 +271,21 @@ def test_a_frame_image_finds_its_video_coarse_to_fine(
     )
     assert response.status_code == 200, response.text
     assert response.json()["hits"][0]["locator"]["start_s"] == top.segment.locator.start_s
+    # ...and a time range sent as form fields keeps only the frames that overlap it.
+    late = client.post(
+        "/v1/search",
+        files={"image": ("frame.png", buffer.getvalue(), "image/png")},
+        data={"start_s": "4.5", "modalities": "video"},
+    )
+    assert late.status_code == 200, late.text
+    assert late.json()["hits"][0]["locator"]["start_s"] >= 2 * SCENE_S - 0.2
+    bad = client.post(
+        "/v1/search",
+        files={"image": ("frame.png", buffer.getvalue(), "image/png")},
+        data={"start_s": "soon"},
+    )
+    assert bad.status_code == 422
+    assert bad.json()["field"] == "start_s"
 
 
 def test_speech_is_found_with_the_time_it_was_said(

@@ -180,9 +180,11 @@ def _has_surrogate(text: str) -> bool:
 
 # A form field is what a JSON member is: a list is the field repeated, one item per part.
 FORM_LISTS = ("tags", "modalities")
-FORM_SINGLE = ("top_k", "collection", "source_prefix")
+FORM_SINGLE = ("top_k", "collection", "source_prefix", "start_s", "end_s")
+_TIME_FIELDS = ("start_s", "end_s")  # filters.time_range, flattened into the form
 FORM_FIELDS = ("image", *FORM_SINGLE, *FORM_LISTS)
 _INTEGER = re.compile(r"-?[0-9]{1,20}")
+_NUMBER = re.compile(r"-?[0-9]{1,20}(\.[0-9]{1,20})?([eE][-+]?[0-9]{1,3})?")
 
 
 async def form_body(request: Request[Any, Any, Any]) -> FormMultiDict:
@@ -217,7 +219,14 @@ async def image_search_body(
         values = form.getall(name, [])
         if len(values) > 1:
             raise InvalidFieldError(name, "send this field once")
-        if values:
+        if not values:
+            continue
+        if name in _TIME_FIELDS:
+            value = values[0]
+            # form text is text; a decimal number is a number, anything else fails the check
+            number = float(value) if isinstance(value, str) and _NUMBER.fullmatch(value) else value
+            filters.setdefault("time_range", {})[name] = number
+        else:
             (filters if name == "source_prefix" else fields)[name] = values[0]
     if isinstance(top_k := fields.get("top_k"), str) and _INTEGER.fullmatch(top_k):
         fields["top_k"] = int(top_k)  # form text is text; only whole decimal numbers are ints
@@ -232,7 +241,7 @@ async def image_search_body(
 
 
 def _form_name(path: str) -> str:
-    return re.sub(r"\[\d+\]$", "", path.removeprefix("filters."))
+    return re.sub(r"\[\d+\]$", "", path.removeprefix("filters.").removeprefix("time_range."))
 
 
 __all__ = ["JSON", "MULTIPART", "decode_json", "form_body", "image_search_body", "json_body"]

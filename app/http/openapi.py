@@ -248,6 +248,7 @@ def _image_upload(form_schema: dict[str, Any]) -> dict[str, Any]:
         "top_k": _not_null(form["top_k"]),
         "collection": _not_null(form["collection"]),
         "source_prefix": _not_null(filter_fields["source_prefix"]),
+        **{name: _seconds(name) for name in ("start_s", "end_s")},
         "tags": _no_default(filter_fields["tags"]),
         "modalities": _no_default(filter_fields["modalities"]),
     }
@@ -258,6 +259,19 @@ def _image_upload(form_schema: dict[str, Any]) -> dict[str, Any]:
         "properties": upload,
         "required": ["image"],
         "additionalProperties": False,
+    }
+
+
+def _seconds(name: str) -> dict[str, Any]:
+    edge = "start" if name == "start_s" else "end"
+    return {
+        "type": "number",
+        "minimum": 0,
+        "maximum": 1e7,
+        "description": (
+            f"The {edge} of a time range in seconds (filters.time_range.{name}): only segments "
+            "of videos and recordings that overlap it match."
+        ),
     }
 
 

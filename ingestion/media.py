@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
+from app.core.answering import clock
 from app.core.ids import asset_id_for
 from app.core.indexing import PreparedAsset
 from app.core.models import Asset, Locator, Modality, Segment, SegmentKind
@@ -420,9 +421,25 @@ def read_audio(path: Path, sha256: str, options: ReadOptions, *, root: Path) -> 
     if decoded.samples is None and not has_sidecar:
         raise AssetReadError("no audio stream in the file")
     pieces, origin = _transcript(path, decoded, options)
-    if not pieces:
-        raise AssetReadError(f"no speech recognised ({origin}) and no sidecar transcript")
     asset = _asset(path, sha256, options, root=root, modality=Modality.AUDIO, d=decoded)
+    if not pieces:
+        # Music, noise, silence: stored as one segment that says so, found by its name, and
+        # never transcribed again while the file is unchanged.
+        why = (
+            f"whose transcript {origin} holds no words"
+            if has_sidecar
+            else f"in which {origin or 'speech recognition'} recognised no speech"
+        )
+        words = f"{asset.title}: a recording of {clock(decoded.duration_s)} ({decoded.codec}) {why}"
+        whole = Segment(
+            asset=asset,
+            index=0,
+            count=1,
+            kind=SegmentKind.RECORDING,
+            text=words,
+            locator=Locator(start_s=0.0, end_s=decoded.duration_s),
+        )
+        return PreparedAsset(asset=asset, segments=(whole,), decoded=1)
     segments = _transcript_segments(asset, pieces, first_index=0, count=len(pieces))
     return PreparedAsset(asset=asset, segments=tuple(segments), decoded=1)
 

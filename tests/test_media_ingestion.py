@@ -419,3 +419,32 @@ def test_a_picture_query_ranks_the_same_picture_above_any_video(
     hits = response.json()["hits"]
     assert hits[0]["source"].endswith("dashboard.png")
     assert hits[0]["scores"]["clip"] == pytest.approx(1.0, abs=1e-3)
+
+
+def test_a_recording_without_speech_is_stored_once_and_found_by_name(
+    tmp_path: Path, models: Models, ocr: TesseractOCR, speech: WhisperRecognizer
+) -> None:
+    """Music or silence is not a failure to retry on every run: it is stored as what it is."""
+    root = tmp_path / "lib"
+    root.mkdir()
+    rate = 16_000
+    t = np.arange(rate * 3) / rate
+    tone = (0.3 * np.sin(2 * np.pi * 440 * t) * 32767).astype("<i2")
+    with wave.open(str(root / "tuning-fork.wav"), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(tone.tobytes())
+    settings = make_settings(tmp_path / "data")
+    first = _run(settings, models, ocr, speech, root)
+    (result,) = first.results
+    assert result.outcome is Outcome.INGESTED
+    assert result.segments == 1
+    again = _run(settings, models, ocr, speech, root)
+    assert again.count(Outcome.UNCHANGED) == 1
+    assert again.decoded == 0
+    with TestClient(app=create_app(settings, models=models)) as client:
+        top = _search(client, "tuning fork")[0]
+    assert top["kind"] == "recording"
+    assert "no speech" in top["snippet"]
+    assert top["locator"] == {"start_s": 0.0, "end_s": pytest.approx(3.0, abs=0.1)}

@@ -39,6 +39,7 @@ class SegmentKind(StrEnum):
     VIDEO = "video"  # a whole video: the mean of its frames, for coarse retrieval
     TRANSCRIPT = "transcript"  # speech in a recording or a video's sound, with its time span
     PAGE = "page"  # a PDF page: its rendered picture and (the start of) its text
+    RECORDING = "recording"  # a whole recording in which no speech was recognised
 
     @property
     def coarse(self) -> bool:

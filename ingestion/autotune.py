@@ -642,7 +642,7 @@ class AutotuneOptions:
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
-    from ingestion.cli import _settings
+    from ingestion.cli import settings_from
 
     if not args.target_recall > 0:
         raise InputError("--target-recall must be above 0 (recall@10 is 0 to 1)")
@@ -659,7 +659,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         apply=args.apply,
         rebuild_into=args.rebuild_into,
     )
-    return autotune(_settings(args), options, console)
+    return autotune(settings_from(args), options, console)
 
 
 def autotune(settings: Settings, options: AutotuneOptions, console: Console) -> int:

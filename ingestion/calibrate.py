@@ -138,12 +138,12 @@ def add_parser(subparsers: Any) -> None:
 def run(args: argparse.Namespace, console: Console) -> int:
     from app.core.errors import InputError
     from app.wiring import build_clip, build_retriever, build_store, build_text, collection_spec
-    from ingestion.cli import _settings
+    from ingestion.cli import settings_from
     from ingestion.evaluate import load_image, load_queries
 
     if not 0 < args.keep <= 1:
         raise InputError("--keep must be in (0, 1]")
-    settings = _settings(args)
+    settings = settings_from(args)
     name = settings.collection
     store = build_store(settings)
     try:

@@ -79,7 +79,7 @@ _COMMAND_MODULES = {
 }
 
 
-def _settings(args: argparse.Namespace) -> Settings:
+def settings_from(args: argparse.Namespace) -> Settings:
     overrides: dict[str, object] = {}
     if args.data_dir is not None:
         overrides["data_dir"] = args.data_dir
@@ -189,7 +189,7 @@ def _load_models(settings: Settings, console: Console) -> tuple[ImageTextEmbedde
 
 
 def _ingest(args: argparse.Namespace, console: Console) -> int:
-    settings = _settings(args)
+    settings = settings_from(args)
     paths = tuple(p.expanduser() for p in args.paths)
     if missing := _all_missing(paths):
         # Checked before loading models or creating a collection: nothing could run.

@@ -984,10 +984,10 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
-    from ingestion.cli import _settings
+    from ingestion.cli import settings_from
 
     options = EvalOptions(queries=args.queries, top_k=args.top_k, out=args.out)
-    return evaluate(_settings(args), options, console)
+    return evaluate(settings_from(args), options, console)
 
 
 def evaluate(

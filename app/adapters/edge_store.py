@@ -323,10 +323,10 @@ class EdgeCollection:
     def tuning(self) -> CollectionTuning:
         return self._tuning
 
-    def use_tuning(self, tuning: CollectionTuning, *, search: bool = True) -> None:
-        """Adopt ``tuning``; with ``search``, its query-time knobs become the defaults."""
+    def use_tuning(self, tuning: CollectionTuning) -> None:
+        """Adopt ``tuning``: its query-time knobs, when it has some, become the defaults."""
         self._tuning = tuning
-        if search and tuning.search is not None:
+        if tuning.search is not None:
             t = tuning.search
             tuned = replace(
                 self._spec.quantization,

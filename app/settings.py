@@ -114,6 +114,61 @@ class QuantizationSettings(BaseModel):
         )
 
 
+class StoreSettings(BaseModel):
+    """Where vectors live: the embedded engine (default) or a Qdrant server or cluster."""
+
+    backend: Literal["embedded", "server"] = Field(
+        default="embedded",
+        description=(
+            "'embedded': qdrant-edge in this process, under data_dir (one process at a time); "
+            "'server': a Qdrant server or cluster at `url`."
+        ),
+    )
+    url: str = Field(
+        default="http://localhost:6333",
+        description="'server': the REST URL (https:// for TLS).",
+    )
+    prefer_grpc: bool = Field(default=False, description="'server': talk gRPC on `grpc_port`.")
+    grpc_port: int = Field(default=6334, ge=1, le=65535)
+    api_key: SecretStr | None = Field(
+        default=None, description="'server': sent as the `api-key` header."
+    )
+    verify_tls: bool = Field(default=True, description="'server': check the TLS certificate.")
+    timeout_s: float = Field(default=10.0, gt=0, description="'server': per-request timeout.")
+    connect_timeout_s: float = Field(
+        default=3.0,
+        gt=0,
+        description="'server': how long the first contact may take before failing fast.",
+    )
+    shard_number: int | None = Field(
+        default=None, ge=1, description="'server': shards of a new collection (cluster)."
+    )
+    replication_factor: int | None = Field(
+        default=None, ge=1, description="'server': copies of each shard (cluster)."
+    )
+    write_consistency_factor: int | None = Field(
+        default=None, ge=1, description="'server': replicas that must confirm a write."
+    )
+    on_disk_payload: bool = Field(
+        default=True, description="'server': keep payloads on disk (indexed fields stay in RAM)."
+    )
+    write_batch_points: int = Field(default=256, ge=1, le=10_000)
+    write_retries: int = Field(
+        default=3, ge=0, le=10, description="'server': retries of a failed batch (5xx, timeout)."
+    )
+    dashboard_url: str | None = Field(
+        default=None,
+        description=(
+            "'server': the Qdrant dashboard as users reach it; unset: `url` + '/dashboard'. "
+            "Hits then carry a `dashboard_url` to their point."
+        ),
+    )
+
+    @property
+    def dashboard(self) -> str:
+        return (self.dashboard_url or self.url.rstrip("/") + "/dashboard").rstrip("/")
+
+
 class RetrievalSettings(BaseModel):
     default_top_k: int = Field(default=6, ge=1, le=100)
     max_top_k: int = Field(default=50, ge=1, le=100, description="Largest top_k a request may ask.")
@@ -306,7 +361,32 @@ class HttpSettings(BaseModel):
         le=64,
         description="Concurrent model/engine calls off the event loop.",
     )
+    ingest_roots: Annotated[tuple[Path, ...], NoDecode] = Field(
+        default=(),
+        description=(
+            "Folders on the server whose files POST /v1/ingest may name by path "
+            "(comma-separated); none: only uploads."
+        ),
+    )
+    max_ingest_files: int = Field(default=200, ge=1, le=100_000, description="Per ingest job.")
+    max_ingest_bytes: int = Field(
+        default=2 * 1024 * 1024 * 1024, ge=1024, description="Uploaded bytes per ingest job."
+    )
+    public_url: str | None = Field(
+        default=None,
+        description=(
+            "The service as users reach it (https://rag.example.com); thumbnails' absolute URLs "
+            "in stored payloads (the Qdrant dashboard shows them) start with it."
+        ),
+    )
     debug: bool = False
+
+    @field_validator("ingest_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(Path(p.strip()) for p in value.split(",") if p.strip())
+        return value
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -346,6 +426,7 @@ class Settings(BaseSettings):
     clip: ClipSettings = ClipSettings()
     text: TextModelSettings = TextModelSettings()
     quantization: QuantizationSettings = QuantizationSettings()
+    store: StoreSettings = StoreSettings()
     retrieval: RetrievalSettings = RetrievalSettings()
     llm: LLMSettings = LLMSettings()
     ingestion: IngestionSettings = IngestionSettings()

@@ -21,6 +21,7 @@ from typing import Any, cast
 import numpy as np
 import qdrant_edge as qe
 
+from app.adapters.bm25 import BM25_VECTOR, SparseTerms, bm25_document, bm25_query, coverage
 from app.adapters.payload import (
     FLOAT_FIELDS,
     INTEGER_FIELDS,
@@ -63,11 +64,6 @@ from app.core.models import (
     VectorQuery,
 )
 from app.core.ports import FloatMatrix
-
-# BM25 is the engine's own: documents and queries are tokenized the same way (English stop
-# words and stemming), and the IDF weights come from the collection at query time.
-BM25_VECTOR = Signal.BM25.value
-_BM25 = qe.Bm25(qe.Bm25Config(language="english"))
 
 _ENCODINGS = {
     BinaryEncoding.ONE_BIT: qe.BinaryQuantizationEncoding.OneBit,
@@ -247,22 +243,8 @@ def _fusion(query: VectorQuery) -> qe.Fusion:
     return cast("qe.Fusion", qe.Fusion.Dbsf())
 
 
-def _coverage(stored: Any, query: qe.SparseVector) -> float | None:
-    """The share of the query's BM25 terms that a returned point's sparse vector holds."""
-    indices = getattr(stored, "indices", None)
-    if not indices or not query.indices:
-        return None
-    wanted = set(query.indices)
-    return len(wanted.intersection(indices)) / len(wanted)
-
-
-def bm25_document(text: str | None) -> qe.SparseVector | None:
-    """The BM25 document vector of a segment's words; None when it has none worth indexing."""
-    words = (text or "").strip()
-    if not words:
-        return None
-    vector = _BM25.embed_document(words)
-    return vector if vector.indices else None
+def _sparse(terms: SparseTerms) -> qe.SparseVector:
+    return qe.SparseVector(indices=terms.indices, values=terms.values)
 
 
 def _cosine(stored: Any, query: FloatVector) -> float | None:
@@ -363,7 +345,7 @@ class EdgeCollection:
             }
             sparse = bm25_document(item.segment.text)
             if sparse is not None:
-                vector[BM25_VECTOR] = sparse
+                vector[BM25_VECTOR] = _sparse(sparse)
             points.append(
                 qe.Point(
                     id=point_id_for(item.segment.asset.asset_id, item.segment.index),
@@ -526,10 +508,9 @@ class EdgeCollection:
     def search(self, query: VectorQuery) -> list[SearchHit]:
         signals = [s for s in Signal if s.dense and s in query.vectors]
         nearest: list[tuple[Signal, Any]] = [(s, query.vectors[s].tolist()) for s in signals]
-        keywords = _BM25.embed_query(query.keywords) if query.keywords else None
-        sparse_query = keywords if keywords is not None and keywords.indices else None
+        sparse_query = bm25_query(query.keywords)
         if sparse_query is not None:
-            nearest.append((Signal.BM25, sparse_query))
+            nearest.append((Signal.BM25, _sparse(sparse_query)))
         if not nearest:
             return []
         params = self._params_for(query)
@@ -576,9 +557,10 @@ class EdgeCollection:
             scores = {s: by_id[point.id] for s, by_id in dense.items() if point.id in by_id}
             if sparse_query is not None:
                 vectors = point.vector if isinstance(point.vector, dict) else {}
-                coverage = _coverage(vectors.get(BM25_VECTOR), sparse_query)
-                if coverage is not None:
-                    scores[Signal.BM25] = coverage
+                stored = getattr(vectors.get(BM25_VECTOR), "indices", None)
+                share = coverage(stored, sparse_query)
+                if share is not None:
+                    scores[Signal.BM25] = share
             hits.append(
                 SearchHit(
                     segment=from_payload(point.payload or {}),

@@ -84,6 +84,17 @@ class TextRecognizer(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class StoredPoint:
+    """A point exactly as stored, in no engine's types: what copying a collection from one
+    engine to another moves (``python -m ingestion migrate``)."""
+
+    id: str
+    dense: Mapping[str, Sequence[float]]  # vector name -> values
+    sparse: Mapping[str, tuple[Sequence[int], Sequence[float]]]  # name -> (indices, values)
+    payload: Mapping[str, Any]
+
+
 class VectorCollection(Protocol):
     """One open collection of the vector store."""
 
@@ -127,6 +138,19 @@ class VectorCollection(Protocol):
         """Build indexes for everything written so far (call after an ingest run)."""
         ...
 
+    def export_points(self, offset: str | None, limit: int) -> tuple[list[StoredPoint], str | None]:
+        """One page of stored points (vectors and payloads) in id order from ``offset``
+        (None: the start), and the offset of the next page (None: that was the last)."""
+        ...
+
+    def import_points(self, points: Sequence[StoredPoint]) -> None:
+        """Write points as given (ids, vectors, payloads); a re-write is idempotent."""
+        ...
+
+    def get_points(self, ids: Sequence[str]) -> list[StoredPoint]:
+        """The stored points with these ids (missing ones are left out)."""
+        ...
+
 
 class VectorStore(Protocol):
     """Opens and creates collections; owns their lifetime."""
@@ -158,6 +182,19 @@ class VectorStore(Protocol):
         ``require_index_settings`` asks for ``spec``'s (then a difference is an error).
         Raises CollectionNotFoundError, CollectionMismatchError or StoreLockedError.
         """
+        ...
+
+    def resolve(self, name: str) -> str:
+        """The physical collection behind ``name`` (an alias, or the collection itself)."""
+        ...
+
+    def switch_alias(self, name: str, target: str) -> str | None:
+        """Point ``name`` at the physical collection ``target`` in one step (readers see the
+        old or the new, never neither); returns the physical collection it pointed at before."""
+        ...
+
+    def drop(self, name: str) -> None:
+        """Delete a physical collection and everything in it."""
         ...
 
     def close(self) -> None: ...

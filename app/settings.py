@@ -15,7 +15,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.adapters.packaged_models import default_models_dir
 from app.core.collections import BUILD_TIME_QUANTIZATION, COLLECTION_NAME_PATTERN
-from app.core.models import BinaryEncoding, Fusion, QuantizationSpec, QueryEncoding
+from app.core.models import BinaryEncoding, Fusion, QuantizationSpec, QueryEncoding, SearchTuning
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MIN_API_KEY_CHARS = 16
@@ -80,6 +80,10 @@ class QuantizationSettings(BaseModel):
     exact search and 1.5 ms for float HNSW. The 8-bit query encoding reached 0.979 but cost ~45%
     more time; 1-bit codes needed 8x oversampling and an 8-bit query for the same recall; rescore
     off capped recall at 0.55-0.74 whatever the encoding.
+
+    ``encoding``, ``query_encoding``, ``always_ram`` and the HNSW graph are saved with a new
+    collection; ``rescore``, ``oversampling`` and ``hnsw_ef`` ride on every query, so changing
+    them needs no rebuild (and, set here, they win over what ``autotune --apply`` saved).
     """
 
     encoding: BinaryEncoding = BinaryEncoding.TWO_BITS
@@ -101,16 +105,25 @@ class QuantizationSettings(BaseModel):
         """Whether a build-time setting was given (not just defaulted); see ``check_compatible``."""
         return bool(self.model_fields_set & set(BUILD_TIME_QUANTIZATION))
 
+    @property
+    def tuning_explicit(self) -> frozenset[str]:
+        """The query-time knobs given on purpose: a collection's autotuned ones never win."""
+        return frozenset(self.model_fields_set & {"rescore", "oversampling", "hnsw_ef"})
+
     def spec(self) -> QuantizationSpec:
+        """The build-time part, saved with a new collection."""
         return QuantizationSpec(
             encoding=self.encoding,
             query_encoding=self.query_encoding,
-            rescore=self.rescore,
-            oversampling=self.oversampling,
             always_ram=self.always_ram,
             hnsw_m=self.hnsw_m,
             hnsw_ef_construct=self.hnsw_ef_construct,
-            hnsw_ef=self.hnsw_ef,
+        )
+
+    def tuning(self) -> SearchTuning:
+        """The query-time part, carried by every query."""
+        return SearchTuning(
+            oversampling=self.oversampling, hnsw_ef=self.hnsw_ef, rescore=self.rescore
         )
 
 

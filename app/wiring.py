@@ -180,23 +180,24 @@ def build_strategy(
     )
 
 
-def build_retriever(settings: Settings, clip: ImageTextEmbedder, text: TextEmbedder) -> Retriever:
+def retrieval_options(settings: Settings) -> RetrievalOptions:
     r = settings.retrieval
-    return Retriever(
-        clip,
-        text,
-        RetrievalOptions(
-            candidates_per_signal=r.candidates_per_signal,
-            fusion=r.fusion,
-            rrf_k=r.rrf_k,
-            min_text_score=r.min_text_score,
-            min_clip_text_score=r.min_clip_text_score,
-            min_clip_image_score=r.min_clip_image_score,
-            min_bm25_coverage=r.min_bm25_coverage,
-            coarse_videos=r.coarse_videos,
-            explicit=frozenset(r.model_fields_set),
-        ),
+    return RetrievalOptions(
+        candidates_per_signal=r.candidates_per_signal,
+        fusion=r.fusion,
+        rrf_k=r.rrf_k,
+        min_text_score=r.min_text_score,
+        min_clip_text_score=r.min_clip_text_score,
+        min_clip_image_score=r.min_clip_image_score,
+        min_bm25_coverage=r.min_bm25_coverage,
+        coarse_videos=r.coarse_videos,
+        tuning=settings.quantization.tuning(),
+        explicit=frozenset(r.model_fields_set) | settings.quantization.tuning_explicit,
     )
+
+
+def build_retriever(settings: Settings, clip: ImageTextEmbedder, text: TextEmbedder) -> Retriever:
+    return Retriever(clip, text, retrieval_options(settings))
 
 
 def build_qa(

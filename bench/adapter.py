@@ -45,12 +45,9 @@ SPEC = CollectionSpec(
     quantization=QuantizationSpec(
         encoding=BinaryEncoding.TWO_BITS,
         query_encoding=QueryEncoding.SCALAR4,
-        rescore=True,
-        oversampling=4.0,
         always_ram=True,
         hnsw_m=16,
         hnsw_ef_construct=100,
-        hnsw_ef=128,
     ),
 )
 
@@ -102,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         query = VectorQuery(
             {Signal.CLIP: clip[3], Signal.TEXT: text[3]}, limit=24, keywords="caption words"
         )
-        params = search_params_for(SPEC.quantization)
+        params = search_params_for(query.tuning)
         shard = collection._shard  # the bare engine, for comparison
         bm25 = qe.Bm25(qe.Bm25Config(language="english")).embed_query("caption words")
         bare = qe.QueryRequest(

@@ -60,7 +60,7 @@ if not __package__:  # run as ``python bench/search.py``: make ``app`` and ``ben
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.adapters.edge_store import edge_config_for, search_params_for
-from app.core.models import BinaryEncoding, QuantizationSpec, QueryEncoding
+from app.core.models import BinaryEncoding, QuantizationSpec, QueryEncoding, SearchTuning
 from bench.corpus import Dataset, Matrix, real_dataset, synthetic_dataset
 
 VECTOR = "text"
@@ -70,13 +70,12 @@ DEFAULT_CACHE = Path(__file__).resolve().parent / ".cache"
 BASE_SPEC = QuantizationSpec(
     encoding=BinaryEncoding.TWO_BITS,
     query_encoding=QueryEncoding.SCALAR8,
-    rescore=True,
-    oversampling=4.0,
     always_ram=True,
     hnsw_m=16,
     hnsw_ef_construct=128,
-    hnsw_ef=128,
 )
+BASE_EF = 128
+BASE_TUNING = SearchTuning(hnsw_ef=BASE_EF)
 QUICK = ("exact", "1bit/qdefault/os4", "1bit/qdefault/os8", "2bit/q8bit/*")
 _SHORT_QUERY = {
     QueryEncoding.DEFAULT: "qdefault",
@@ -101,6 +100,7 @@ class Setting:
 
     name: str
     spec: QuantizationSpec
+    tuning: SearchTuning = BASE_TUNING
     mode: Mode = "bq"
 
     @property
@@ -111,11 +111,11 @@ class Setting:
 
     def params(self) -> qe.SearchParams:
         if self.mode == "exact":
-            return search_params_for(self.spec, exact=True)
+            return search_params_for(self.tuning, exact=True)
         if self.mode == "float-hnsw":
             ignore = qe.QuantizationSearchParams(ignore=True)
-            return qe.SearchParams(hnsw_ef=self.spec.hnsw_ef, quantization=ignore)
-        return search_params_for(self.spec)
+            return qe.SearchParams(hnsw_ef=self.tuning.hnsw_ef, quantization=ignore)
+        return search_params_for(self.tuning)
 
 
 def build_name(spec: QuantizationSpec) -> str:
@@ -123,13 +123,12 @@ def build_name(spec: QuantizationSpec) -> str:
 
 
 def _bq(
-    spec: QuantizationSpec, *, rescore: bool, oversampling: float, ef: int = BASE_SPEC.hnsw_ef
+    spec: QuantizationSpec, *, rescore: bool, oversampling: float, ef: int = BASE_EF
 ) -> Setting:
     name = f"{build_name(spec)}/os{oversampling:g}"
     name += "" if rescore else "/norescore"
-    name += "" if ef == BASE_SPEC.hnsw_ef else f"/ef{ef}"
-    tuned = replace(spec, rescore=rescore, oversampling=oversampling, hnsw_ef=ef)
-    return Setting(name, tuned)
+    name += "" if ef == BASE_EF else f"/ef{ef}"
+    return Setting(name, spec, SearchTuning(oversampling=oversampling, hnsw_ef=ef, rescore=rescore))
 
 
 def full_grid() -> list[Setting]:
@@ -375,15 +374,15 @@ def markdown_table(
 
 
 def _search_row(r: SearchResult, exact_p50: float) -> list[str]:
-    s = r.setting.spec
+    s, t = r.setting.spec, r.setting.tuning
     if r.setting.mode == "exact":
         bq = ["float (exact)", "-", "-", "-", "-"]
     else:
         enc = "float (HNSW)" if r.setting.mode == "float-hnsw" else s.encoding.value
         query = "-" if r.setting.mode == "float-hnsw" else s.query_encoding.value
-        rescore = "-" if r.setting.mode == "float-hnsw" else ("on" if s.rescore else "off")
-        over = "-" if r.setting.mode == "float-hnsw" else f"{s.oversampling:g}"
-        bq = [enc, query, rescore, over, str(s.hnsw_ef)]
+        rescore = "-" if r.setting.mode == "float-hnsw" else ("on" if t.rescore else "off")
+        over = "-" if r.setting.mode == "float-hnsw" else f"{t.oversampling:g}"
+        bq = [enc, query, rescore, over, str(t.hnsw_ef)]
     speedup = f"{exact_p50 / r.p50:.1f}x" if r.p50 > 0 else "-"
     return [r.setting.name, *bq, f"{r.recall:.4f}", f"{r.p50:.3f}", f"{r.p95:.3f}", speedup]
 

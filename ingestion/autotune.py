@@ -104,15 +104,8 @@ class Candidate:
         )
 
     def spec(self, base: QuantizationSpec) -> QuantizationSpec:
-        """``base`` (HNSW graph, always_ram) with this setting's encodings and knobs."""
-        return replace(
-            base,
-            encoding=self.encoding,
-            query_encoding=self.query_encoding,
-            oversampling=self.oversampling,
-            hnsw_ef=self.hnsw_ef,
-            rescore=True,
-        )
+        """``base`` (HNSW graph, always_ram) with this setting's encodings."""
+        return replace(base, encoding=self.encoding, query_encoding=self.query_encoding)
 
     def preference(self) -> tuple[float, float, int, int]:
         """Among tied settings: fewer bits, lower oversampling, lower ef, cheaper query code."""
@@ -318,7 +311,7 @@ def measure_build(
                         qe.QueryRequest(
                             limit=data.k,
                             query=qe.Query.Nearest(q, using=data.signal.value),
-                            params=search_params_for(c.spec(base)),
+                            params=search_params_for(c.tuning),
                             with_payload=False,
                         )
                         for q in data.queries.tolist()
@@ -664,7 +657,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
 
 def autotune(settings: Settings, options: AutotuneOptions, console: Console) -> int:
     """The ``autotune`` command on built settings."""
-    from app.wiring import build_store
+    from app.wiring import build_store, retrieval_options
 
     name = settings.collection
     store = build_store(settings)
@@ -675,7 +668,8 @@ def autotune(settings: Settings, options: AutotuneOptions, console: Console) -> 
             )
         collection = store.open_stored(name)
         q = collection.spec.quantization
-        current = Candidate(q.encoding, q.query_encoding, q.oversampling, q.hnsw_ef)
+        knobs = retrieval_options(settings).search_tuning(collection.tuning.search)
+        current = Candidate(q.encoding, q.query_encoding, knobs.oversampling, knobs.hnsw_ef)
         started = time.perf_counter()
         sample = sample_collection(
             collection, queries=options.sample, max_vectors=options.max_vectors, seed=options.seed

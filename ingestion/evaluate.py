@@ -54,7 +54,13 @@ from app.core.models import (
     Segment,
     VectorQuery,
 )
-from app.core.ports import FloatMatrix, ImageTextEmbedder, TextEmbedder, VectorCollection
+from app.core.ports import (
+    FloatMatrix,
+    ImageTextEmbedder,
+    StoredPoint,
+    TextEmbedder,
+    VectorCollection,
+)
 from ingestion.metrics import average_precision, ndcg_at_k, overlap_at_k, recall_at_k
 
 if TYPE_CHECKING:
@@ -398,6 +404,17 @@ class _TimedCollection:
     def optimize(self) -> None:
         self._inner.optimize()
 
+    def export_points(
+        self, offset: str | None, limit: int
+    ) -> tuple[list[StoredPoint], str | None]:
+        return self._inner.export_points(offset, limit)
+
+    def import_points(self, points: Sequence[StoredPoint]) -> None:
+        self._inner.import_points(points)
+
+    def get_points(self, ids: Sequence[str]) -> list[StoredPoint]:
+        return self._inner.get_points(ids)
+
 
 # --------------------------------------------------------------------------- measuring
 
@@ -421,13 +438,13 @@ class QueryRun:
     search_ms: dict[str, float] = field(default_factory=dict)
 
 
-def modes_for(spec: CollectionSpec) -> list[Mode]:
-    """Exact, the configured quantized search, then the oversampling sweep at its hnsw_ef."""
-    q = spec.quantization
+def modes_for(tuning: SearchTuning) -> list[Mode]:
+    """Exact, the quantized search as configured (``tuning``: the knobs in effect), then the
+    oversampling sweep at its hnsw_ef."""
     sweep = [
         Mode(
             _sweep_name(x),
-            tuning=SearchTuning(oversampling=x, hnsw_ef=q.hnsw_ef, rescore=q.rescore),
+            tuning=SearchTuning(oversampling=x, hnsw_ef=tuning.hnsw_ef, rescore=tuning.rescore),
         )
         for x in OVERSAMPLING_SWEEP
     ]
@@ -562,6 +579,7 @@ def build_report(
     modes: Sequence[Mode],
     *,
     spec: CollectionSpec,
+    tuning: SearchTuning,
     tuned: bool,
     queries_file: Path,
     top_k: int,
@@ -621,9 +639,9 @@ def build_report(
         "search": {
             "encoding": q.encoding.value,
             "query_encoding": q.query_encoding.value,
-            "rescore": q.rescore,
-            "oversampling": q.oversampling,
-            "hnsw_ef": q.hnsw_ef,
+            "rescore": tuning.rescore,
+            "oversampling": tuning.oversampling,
+            "hnsw_ef": tuning.hnsw_ef,
             "tuned": tuned,
         },
         "queries": {
@@ -1026,7 +1044,8 @@ def evaluate(
             _print_problems(problems, console)
             console.print("[red]no query could be resolved against the collection[/red]")
             return EXIT_CANNOT_RUN
-        modes = modes_for(collection.spec)
+        tuning = build_retriever(settings, clip, text).tuning_for(collection)
+        modes = modes_for(tuning)
         console.print(
             f"evaluating {len(queries)} queries x {len(modes)} search settings on {name!r}…"
         )
@@ -1044,7 +1063,8 @@ def evaluate(
                 on_query=lambda: progress.advance(task),
             )
         problems += failed
-        spec, tuned = collection.spec, collection.tuning.search is not None
+        spec = collection.spec
+        tuned = collection.tuning.search is not None and tuning == collection.tuning.search
     finally:
         store.close()
     problems.sort(key=lambda p: p.line)
@@ -1056,6 +1076,7 @@ def evaluate(
         runs,
         modes,
         spec=spec,
+        tuning=tuning,
         tuned=tuned,
         queries_file=options.queries,
         top_k=options.top_k,

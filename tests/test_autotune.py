@@ -16,7 +16,7 @@ from app.adapters.openclip import OpenClipEmbedder
 from app.adapters.text_embedder import SentenceTextEmbedder
 from app.core.errors import ConflictError
 from app.core.models import BinaryEncoding, QueryEncoding, Signal, VectorQuery
-from app.wiring import collection_spec
+from app.wiring import collection_spec, retrieval_options
 from ingestion import autotune as at
 from ingestion.pipeline import IngestionPipeline, IngestRequest
 from ingestion.readers import read_options_for
@@ -154,8 +154,8 @@ def test_apply_saves_the_knobs_that_the_reopened_collection_uses(
     store = EdgeVectorStore(settings.collections_dir)
     try:
         reopened = store.open(collection_spec(settings, "lib", clip, text_model), create=False)
-        q = reopened.spec.quantization
-        assert (q.oversampling, q.hnsw_ef) == (search["oversampling"], search["hnsw_ef"])
+        knobs = retrieval_options(settings).search_tuning(reopened.tuning.search)
+        assert (knobs.oversampling, knobs.hnsw_ef) == (search["oversampling"], search["hnsw_ef"])
         assert reopened.tuning.search is not None
     finally:
         store.close()
@@ -199,10 +199,6 @@ def test_rebuild_into_copies_every_point_into_the_winning_build(data_dir: Path) 
         q = new.spec.quantization
         assert (q.encoding, q.query_encoding) == (BinaryEncoding.ONE_BIT, QueryEncoding.DEFAULT)
         assert new.tuning.search is not None
-        assert (q.oversampling, q.hnsw_ef) == (
-            new.tuning.search.oversampling,
-            new.tuning.search.hnsw_ef,
-        )
         assert old.spec.quantization.encoding is BinaryEncoding.TWO_BITS  # unchanged
         # Dense vectors, payload and BM25 vectors came across as stored.
         ids, vectors = old.all_vectors(Signal.CLIP)

@@ -419,13 +419,38 @@ def test_the_retriever_passes_exact_and_tuning_to_every_store_query() -> None:
     retriever.search_text(recorder, "words", top_k=3, exact=True)  # type: ignore[arg-type]
     retriever.search_image(recorder, object(), top_k=3, tuning=tuning)  # type: ignore[arg-type]
     # each search: the coarse video query (CLIP is aligned here), then the main one
+    default = SearchTuning()  # the options' knobs, the collection having none of its own
     assert [(q.exact, q.tuning) for q in recorder.queries] == [
-        (False, None),
-        (False, None),
-        (True, None),
-        (True, None),
+        (False, default),
+        (False, default),
+        (True, default),
+        (True, default),
         (False, tuning),
         (False, tuning),
+    ]
+
+
+def test_a_collections_tuned_knobs_ride_on_its_queries_unless_set_on_purpose() -> None:
+    tuned = SearchTuning(oversampling=2.0, hnsw_ef=64)
+    recorder = _Recorder()
+    recorder.tuning = CollectionTuning(search=tuned)
+    configured = SearchTuning(oversampling=6.0, hnsw_ef=256)
+    Retriever(_Embedder(), _Embedder(), RetrievalOptions(tuning=configured)).search_text(
+        recorder,  # type: ignore[arg-type]
+        "words",
+        top_k=3,
+    )
+    pinned = RetrievalOptions(tuning=configured, explicit=frozenset({"oversampling"}))
+    Retriever(_Embedder(), _Embedder(), pinned).search_text(
+        recorder,  # type: ignore[arg-type]
+        "words",
+        top_k=3,
+    )
+    assert [q.tuning for q in recorder.queries] == [
+        tuned,
+        tuned,
+        SearchTuning(oversampling=6.0, hnsw_ef=64),  # oversampling was set on purpose
+        SearchTuning(oversampling=6.0, hnsw_ef=64),
     ]
 
 
@@ -435,7 +460,8 @@ def test_the_report_is_written_without_matplotlib(
     query = ev.EvalQuery(1, "q", "words", None, frozenset({"a", "b"}), "text->image")
     run = ev.QueryRun(query, encode_ms=2.0)
     spec = _Recorder().spec
-    modes = ev.modes_for(spec)
+    tuning = SearchTuning()
+    modes = ev.modes_for(tuning)
     for i, mode in enumerate(modes):
         run.ranked[mode.name] = ["a", "b", "c"] if mode.exact else ["a", "c", "b"]
         run.search_ms[mode.name] = 1.0 + i
@@ -443,6 +469,7 @@ def test_the_report_is_written_without_matplotlib(
         [run],
         modes,
         spec=spec,
+        tuning=tuning,
         tuned=False,
         queries_file=tmp_path / "q.jsonl",
         top_k=10,

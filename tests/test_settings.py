@@ -23,7 +23,8 @@ def test_nested_environment_variables(monkeypatch: pytest.MonkeyPatch, tmp_path:
     assert s.clip.model == "ViT-B-32"
     assert s.quantization.encoding is BinaryEncoding.ONE_BIT
     assert s.quantization.query_encoding is QueryEncoding.SCALAR4
-    assert s.quantization.spec().oversampling == 6.0
+    assert s.quantization.tuning().oversampling == 6.0
+    assert s.quantization.tuning_explicit == {"oversampling"}
     assert s.llm.api_key is not None
     assert s.llm.api_key.get_secret_value() == "sk-secret"
     assert "sk-secret" not in repr(s)

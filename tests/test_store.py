@@ -44,14 +44,12 @@ SPEC = CollectionSpec(
     quantization=QuantizationSpec(
         encoding=BinaryEncoding.ONE_AND_HALF_BITS,
         query_encoding=QueryEncoding.SCALAR4,
-        rescore=True,
-        oversampling=3.0,
         always_ram=True,
         hnsw_m=8,
         hnsw_ef_construct=32,
-        hnsw_ef=48,
     ),
 )
+TUNING = SearchTuning(oversampling=3.0, hnsw_ef=48)
 
 
 def test_collection_really_has_binary_quantization(tmp_path: Path) -> None:
@@ -129,11 +127,16 @@ def test_search_requests_carry_rescore_and_oversampling(tmp_path: Path) -> None:
         collection._shard = spy  # type: ignore[assignment]
 
         fused = collection.search(
-            VectorQuery({Signal.CLIP: clips[3], Signal.TEXT: texts[3]}, limit=5)
+            VectorQuery({Signal.CLIP: clips[3], Signal.TEXT: texts[3]}, limit=5, tuning=TUNING)
         )
-        single = collection.search(VectorQuery({Signal.CLIP: clips[5]}, limit=5))
+        single = collection.search(VectorQuery({Signal.CLIP: clips[5]}, limit=5, tuning=TUNING))
         ranked = collection.search(
-            VectorQuery({Signal.CLIP: clips[3], Signal.TEXT: texts[3]}, limit=5, fusion=Fusion.RRF)
+            VectorQuery(
+                {Signal.CLIP: clips[3], Signal.TEXT: texts[3]},
+                limit=5,
+                fusion=Fusion.RRF,
+                tuning=TUNING,
+            )
         )
     finally:
         store.close()
@@ -170,15 +173,12 @@ def test_opening_with_other_models_fails_clearly(tmp_path: Path) -> None:
     store = EdgeVectorStore(tmp_path)
     with pytest.raises(CollectionMismatchError, match=r"text.name: collection has 'text-test'"):
         store.open(other, create=True)
-    # Query-time knobs may change freely; build-time ones stay the collection's own...
+    # Build-time settings stay the collection's own...
     relaxed = dataclasses.replace(
         SPEC,
-        quantization=dataclasses.replace(
-            SPEC.quantization, oversampling=8.0, hnsw_ef=200, encoding=BinaryEncoding.ONE_BIT
-        ),
+        quantization=dataclasses.replace(SPEC.quantization, encoding=BinaryEncoding.ONE_BIT),
     )
     collection = store.open(relaxed, create=False)
-    assert collection.spec.quantization.oversampling == 8.0
     assert collection.spec.quantization.encoding is BinaryEncoding.ONE_AND_HALF_BITS
     store.close()
     # ...unless the caller asks for them on purpose.
@@ -380,7 +380,7 @@ def test_focused_assets_join_the_candidates_scored_alike(tmp_path: Path, two_sig
         assert far not in repr(pooled[0].filter)
 
 
-def test_tuning_is_saved_beside_the_collection_and_used_at_once(tmp_path: Path) -> None:
+def test_tuning_is_saved_beside_the_collection_and_read_at_once(tmp_path: Path) -> None:
     store = EdgeVectorStore(tmp_path)
     try:
         collection = store.open(SPEC, create=True)
@@ -391,8 +391,7 @@ def test_tuning_is_saved_beside_the_collection_and_used_at_once(tmp_path: Path) 
             notes=("autotune: test",),
         )
         store.save_tuning("unit", tuning)
-        assert collection.tuning == tuning  # the open collection adopts it
-        assert collection.spec.quantization.oversampling == 2.0
+        assert collection.tuning == tuning  # the open collection reads it at once
         with pytest.raises(CollectionNotFoundError):
             store.save_tuning("absent", tuning)
     finally:
@@ -401,8 +400,7 @@ def test_tuning_is_saved_beside_the_collection_and_used_at_once(tmp_path: Path) 
     try:
         again = reopened.open(SPEC, create=False)
         assert again.tuning == tuning
-        assert (again.spec.quantization.oversampling, again.spec.quantization.hnsw_ef) == (2.0, 64)
-        assert again.spec.quantization.encoding is SPEC.quantization.encoding  # build-time kept
+        assert again.spec == SPEC  # the build-time spec, untouched by the tuning
     finally:
         reopened.close()
     (tmp_path / "unit" / "tuning.json").write_text("{not json")
@@ -412,3 +410,19 @@ def test_tuning_is_saved_beside_the_collection_and_used_at_once(tmp_path: Path) 
             broken.open(SPEC, create=False)
     finally:
         broken.close()
+
+
+def test_a_collection_saved_with_query_time_knobs_in_its_spec_still_opens(tmp_path: Path) -> None:
+    """collection.json files written before the split carried rescore, oversampling, hnsw_ef."""
+    store = EdgeVectorStore(tmp_path)
+    store.open(SPEC, create=True)
+    store.close()
+    spec_file = tmp_path / "unit" / "collection.json"
+    data = json.loads(spec_file.read_text())
+    data["quantization"].update(rescore=True, oversampling=3.0, hnsw_ef=48)
+    spec_file.write_text(json.dumps(data))
+    store = EdgeVectorStore(tmp_path)
+    try:
+        assert store.open(SPEC, create=False).spec == SPEC
+    finally:
+        store.close()

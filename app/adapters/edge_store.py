@@ -11,6 +11,7 @@ import contextlib
 import json
 import random
 import re
+import shutil
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -35,7 +36,6 @@ from app.core.collections import (
     spec_from_dict,
     spec_to_dict,
     validate_collection_name,
-    with_query_time_settings,
 )
 from app.core.errors import (
     CollectionMismatchError,
@@ -63,7 +63,7 @@ from app.core.models import (
     Signal,
     VectorQuery,
 )
-from app.core.ports import FloatMatrix
+from app.core.ports import FloatMatrix, StoredPoint
 
 _ENCODINGS = {
     BinaryEncoding.ONE_BIT: qe.BinaryQuantizationEncoding.OneBit,
@@ -114,14 +114,17 @@ def edge_config_for(
     )
 
 
-def search_params_for(quantization: QuantizationSpec, *, exact: bool = False) -> qe.SearchParams:
+_EXACT = qe.SearchParams(exact=True, quantization=qe.QuantizationSearchParams(ignore=True))
+
+
+def search_params_for(tuning: SearchTuning, *, exact: bool = False) -> qe.SearchParams:
     """Search parameters: binary codes first, then rescore on the float vectors."""
     if exact:
-        return qe.SearchParams(exact=True, quantization=qe.QuantizationSearchParams(ignore=True))
+        return _EXACT
     return qe.SearchParams(
-        hnsw_ef=quantization.hnsw_ef,
+        hnsw_ef=tuning.hnsw_ef,
         quantization=qe.QuantizationSearchParams(
-            rescore=quantization.rescore, oversampling=quantization.oversampling
+            rescore=tuning.rescore, oversampling=tuning.oversampling
         ),
     )
 
@@ -133,6 +136,7 @@ _TUNING_FILE = "tuning.json"
 # the optimize itself) leaves it, and the next run finishes the index even when no file changed.
 _OPTIMIZE_PENDING = "optimize.pending"
 _SHARD_DIR = "shard"
+_ALIASES_FILE = "aliases.json"
 _SCROLL_PAGE = 2048
 _INDEX_FIELDS = (
     "asset_id",
@@ -243,6 +247,19 @@ def _fusion(query: VectorQuery) -> qe.Fusion:
     return cast("qe.Fusion", qe.Fusion.Dbsf())
 
 
+def _stored_point(record: Any) -> StoredPoint:
+    dense: dict[str, list[float]] = {}
+    sparse: dict[str, tuple[list[int], list[float]]] = {}
+    for name, value in (record.vector or {}).items():
+        if isinstance(value, list):
+            dense[name] = value
+        else:
+            sparse[name] = (list(value.indices), list(value.values))
+    return StoredPoint(
+        id=str(record.id), dense=dense, sparse=sparse, payload=dict(record.payload or {})
+    )
+
+
 def _sparse(terms: SparseTerms) -> qe.SparseVector:
     return qe.SparseVector(indices=terms.indices, values=terms.values)
 
@@ -294,8 +311,6 @@ class EdgeCollection:
         self._pending = (path / _OPTIMIZE_PENDING).exists()
         self._tuning = read_tuning(path)
         self._spec = spec
-        self._params = search_params_for(spec.quantization)
-        self.use_tuning(self._tuning)
 
     @property
     def spec(self) -> CollectionSpec:
@@ -306,18 +321,8 @@ class EdgeCollection:
         return self._tuning
 
     def use_tuning(self, tuning: CollectionTuning) -> None:
-        """Adopt ``tuning``: its query-time knobs, when it has some, become the defaults."""
+        """Adopt newly saved ``tuning`` (thresholds and knobs the retriever reads)."""
         self._tuning = tuning
-        if tuning.search is not None:
-            t = tuning.search
-            tuned = replace(
-                self._spec.quantization,
-                oversampling=t.oversampling,
-                hnsw_ef=t.hnsw_ef,
-                rescore=t.rescore,
-            )
-            self._spec = replace(self._spec, quantization=tuned)
-            self._params = search_params_for(tuned)
 
     @property
     def optimize_pending(self) -> bool:
@@ -480,6 +485,29 @@ class EdgeCollection:
             copied += len(points)
         return copied
 
+    def export_points(self, offset: str | None, limit: int) -> tuple[list[StoredPoint], str | None]:
+        with _engine_errors("read points", self._path):
+            records, after = self._shard.scroll(
+                qe.ScrollRequest(offset=offset, limit=limit, with_payload=True, with_vector=True)
+            )
+        return [_stored_point(r) for r in records], None if after is None else str(after)
+
+    def get_points(self, ids: Sequence[str]) -> list[StoredPoint]:
+        with _engine_errors("read points", self._path):
+            records = self._shard.retrieve(list(ids), with_payload=True, with_vector=True)
+        return [_stored_point(r) for r in records]
+
+    def import_points(self, points: Sequence[StoredPoint]) -> None:
+        if not points:
+            return
+        engine_points = []
+        for point in points:
+            vector: dict[str, Any] = {name: list(v) for name, v in point.dense.items()}
+            for name, (indices, values) in point.sparse.items():
+                vector[name] = qe.SparseVector(indices=list(indices), values=list(values))
+            engine_points.append(qe.Point(id=point.id, vector=vector, payload=dict(point.payload)))
+        self._write(engine_points)
+
     def indexed_assets(self) -> list[IndexedAsset]:
         stored: dict[str, int] = defaultdict(int)
         first: dict[str, dict[str, Any]] = {}
@@ -513,7 +541,7 @@ class EdgeCollection:
             nearest.append((Signal.BM25, _sparse(sparse_query)))
         if not nearest:
             return []
-        params = self._params_for(query)
+        params = search_params_for(query.tuning, exact=query.exact)
         flt = _filter_for(query.filters)
         focus = (
             _filter_for(replace(query.filters, asset_ids=query.focus_assets))
@@ -578,7 +606,6 @@ class EdgeCollection:
         if not points:
             return {}
         only = qe.Filter(must=[qe.HasIdCondition(point_ids={p.id for p in points})])
-        exact = search_params_for(self._spec.quantization, exact=True)
         scores: dict[Signal, dict[Any, float]] = {}
         for signal, vector in signals:
             found = self._shard.query(
@@ -586,27 +613,13 @@ class EdgeCollection:
                     limit=len(points),
                     query=qe.Query.Nearest(vector.tolist(), using=signal.value),
                     filter=only,
-                    params=exact,
+                    params=_EXACT,
                     with_payload=False,
                     with_vector=False,
                 )
             )
             scores[signal] = {p.id: p.score for p in found}
         return scores
-
-    def _params_for(self, query: VectorQuery) -> qe.SearchParams:
-        if query.exact:
-            return search_params_for(self._spec.quantization, exact=True)
-        if query.tuning is not None:
-            t = query.tuning
-            tuned = replace(
-                self._spec.quantization,
-                oversampling=t.oversampling,
-                hnsw_ef=t.hnsw_ef,
-                rescore=t.rescore,
-            )
-            return search_params_for(tuned)
-        return self._params
 
     @staticmethod
     def _candidates(
@@ -701,8 +714,23 @@ class EdgeVectorStore:
         self._held: dict[str, qe.EdgeShard] = {}  # opened by hold(), before models are known
         self._lock = threading.Lock()
 
+    def _aliases(self) -> dict[str, str]:
+        """``aliases.json``: name -> physical collection (a folder), written by re-indexing."""
+        file = self._root / _ALIASES_FILE
+        if not file.is_file():
+            return {}
+        try:
+            data = json.loads(file.read_text())
+        except ValueError as exc:
+            msg = f"{file} is unreadable ({exc}); fix it or delete it (names then mean folders)"
+            raise CollectionMismatchError(msg) from exc
+        return {str(k): str(v) for k, v in data.items()}
+
+    def resolve(self, name: str) -> str:
+        return self._aliases().get(validate_collection_name(name), name)
+
     def _dir(self, name: str) -> Path:
-        return self._root / validate_collection_name(name)
+        return self._root / self.resolve(name)
 
     def exists(self, name: str) -> bool:
         return (self._dir(name) / _SPEC_FILE).is_file()
@@ -710,7 +738,54 @@ class EdgeVectorStore:
     def names(self) -> list[str]:
         if not self._root.is_dir():
             return []
-        return sorted(d.name for d in self._root.iterdir() if (d / _SPEC_FILE).is_file())
+        aliases = self._aliases()
+        folders = {d.name for d in self._root.iterdir() if (d / _SPEC_FILE).is_file()}
+        hidden = set(aliases.values())
+        return sorted({n for n in folders if n not in hidden} | set(aliases))
+
+    def switch_alias(self, name: str, target: str) -> str | None:
+        """Point ``name`` at the folder ``target`` by replacing ``aliases.json`` in one rename.
+
+        A service reading through ``name`` opens ``target`` on its next request; the collection
+        it had open stays open (and locked) until it stops, so drop the old one after that.
+        """
+        validate_collection_name(name)
+        if not (self._root / validate_collection_name(target) / _SPEC_FILE).is_file():
+            raise CollectionNotFoundError(target)
+        aliases = self._aliases()
+        before = aliases.get(name, name if (self._root / name / _SPEC_FILE).is_file() else None)
+        if target == name:
+            aliases.pop(name, None)
+        else:
+            aliases[name] = target
+        tmp = self._root / f"{_ALIASES_FILE}.tmp"
+        tmp.write_text(json.dumps(aliases, indent=2, sort_keys=True) + "\n")
+        tmp.replace(self._root / _ALIASES_FILE)
+        return before if before != target else None
+
+    def drop(self, name: str) -> None:
+        """Delete the folder ``name`` (a physical collection no alias points at)."""
+        validate_collection_name(name)
+        if name in self._aliases().values():
+            msg = f"collection {name!r} is what an alias points at; switch the alias first"
+            raise CollectionMismatchError(msg)
+        path = self._root / name
+        if not (path / _SPEC_FILE).is_file():
+            raise CollectionNotFoundError(name)
+        with self._lock:
+            collection = self._open.pop(name, None)
+            held = self._held.pop(name, None)
+        if collection is not None:
+            collection.close()
+        if held is not None:
+            with _engine_errors("close", path):
+                held.close()
+        # Taking the engine's lock proves no other process has it open before anything goes.
+        stored = self._read_spec(path / _SPEC_FILE)
+        if (path / _SHARD_DIR / "edge_config.json").is_file():
+            with _engine_errors("close", path):
+                self._load_shard(stored, path / _SHARD_DIR).close()
+        shutil.rmtree(path)
 
     def save_tuning(self, name: str, tuning: CollectionTuning) -> None:
         path = self._dir(name)
@@ -718,8 +793,8 @@ class EdgeVectorStore:
             raise CollectionNotFoundError(name)
         write_tuning(path, tuning)
         with self._lock:
-            if name in self._open:
-                self._open[name].use_tuning(tuning)
+            if path.name in self._open:
+                self._open[path.name].use_tuning(tuning)
 
     def hold(self, name: str) -> None:
         """Open an existing collection's engine now, taking its lock, before models load.
@@ -728,26 +803,28 @@ class EdgeVectorStore:
         loading models; ``open`` later checks the models against it and takes it over.
         """
         with self._lock:
-            if name in self._open or name in self._held or not self.exists(name):
-                return
             path = self._dir(name)
+            key = path.name
+            if key in self._open or key in self._held or not self.exists(name):
+                return
             stored = self._read_spec(path / _SPEC_FILE)
             if (path / _SHARD_DIR / "edge_config.json").is_file():
-                self._held[name] = self._load_shard(stored, path / _SHARD_DIR)
+                self._held[key] = self._load_shard(stored, path / _SHARD_DIR)
 
     def open_stored(self, name: str) -> EdgeCollection:
         """An existing collection as it was built, opened before any model is loaded: planning
         an ingest run needs none. A later ``open(spec)`` checks the models against it."""
         with self._lock:
-            if name in self._open:
-                return self._open[name]
             path = self._dir(name)
+            key = path.name
+            if key in self._open:
+                return self._open[key]
             if not (path / _SPEC_FILE).is_file():
                 raise CollectionNotFoundError(name)
             stored = self._read_spec(path / _SPEC_FILE)
             shard_dir = path / _SHARD_DIR
-            if name in self._held:
-                shard = self._held.pop(name)
+            if key in self._held:
+                shard = self._held.pop(key)
             elif (shard_dir / "edge_config.json").is_file():
                 shard = self._load_shard(stored, shard_dir)
             else:
@@ -755,15 +832,16 @@ class EdgeVectorStore:
             with _engine_errors("open the collection", path):
                 _ensure_payload_indexes(shard)
             collection = EdgeCollection(shard, stored, path)
-            self._open[name] = collection
+            self._open[key] = collection
             return collection
 
     def open(
         self, spec: CollectionSpec, *, create: bool, require_index_settings: bool = False
     ) -> EdgeCollection:
         with self._lock:
-            if spec.name in self._open:
-                collection = self._open[spec.name]
+            key = self._dir(spec.name).name
+            if key in self._open:
+                collection = self._open[key]
                 check_compatible(
                     collection.spec, spec, require_index_settings=require_index_settings
                 )
@@ -771,7 +849,7 @@ class EdgeVectorStore:
             collection = self._open_unlocked(
                 spec, create=create, require_index_settings=require_index_settings
             )
-            self._open[spec.name] = collection
+            self._open[key] = collection
             return collection
 
     def _open_unlocked(
@@ -796,10 +874,9 @@ class EdgeVectorStore:
             tmp.replace(spec_file)
         stored = self._read_spec(spec_file)
         check_compatible(stored, spec, require_index_settings=require_index_settings)
-        effective = with_query_time_settings(stored, spec)
         shard_dir = path / _SHARD_DIR
-        if spec.name in self._held:
-            shard = self._held.pop(spec.name)
+        if path.name in self._held:
+            shard = self._held.pop(path.name)
             with _engine_errors("open the collection", path):
                 _ensure_payload_indexes(shard)
         elif (shard_dir / "edge_config.json").is_file():
@@ -808,7 +885,7 @@ class EdgeVectorStore:
                 _ensure_payload_indexes(shard)  # collections from older versions lack some
         else:
             shard = self._create_shard(stored, shard_dir)
-        return EdgeCollection(shard, effective, path)
+        return EdgeCollection(shard, stored, path)
 
     @staticmethod
     def _read_spec(spec_file: Path) -> CollectionSpec:
@@ -856,7 +933,7 @@ class EdgeVectorStore:
                     errors.append(exc)
             for name, shard in self._held.items():
                 try:
-                    with _engine_errors("close", self._dir(name)):
+                    with _engine_errors("close", self._root / name):
                         shard.close()
                 except StoreError as exc:
                     errors.append(exc)

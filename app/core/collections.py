@@ -19,14 +19,10 @@ COLLECTION_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 _NAME_RE = re.compile(COLLECTION_NAME_PATTERN)
 SPEC_VERSION = 1
 
-# Fixed when the collection is built; the rest (rescore, oversampling, ef) apply per query.
-BUILD_TIME_QUANTIZATION = (
-    "encoding",
-    "query_encoding",
-    "always_ram",
-    "hnsw_m",
-    "hnsw_ef_construct",
-)
+# Fixed when the collection is built (rescore, oversampling and ef ride on each query).
+BUILD_TIME_QUANTIZATION = tuple(f.name for f in fields(QuantizationSpec))
+# Query-time knobs that collection.json files written before the split still carry.
+_LEGACY_QUERY_TIME = ("rescore", "oversampling", "hnsw_ef")
 
 
 def validate_collection_name(name: str) -> str:
@@ -44,7 +40,7 @@ def spec_to_dict(spec: CollectionSpec) -> dict[str, Any]:
 
 
 def spec_from_dict(data: dict[str, Any]) -> CollectionSpec:
-    q = dict(data["quantization"])
+    q = {k: v for k, v in data["quantization"].items() if k not in _LEGACY_QUERY_TIME}
     q["encoding"] = BinaryEncoding(q["encoding"])
     q["query_encoding"] = QueryEncoding(q["query_encoding"])
     return CollectionSpec(
@@ -85,22 +81,3 @@ def check_compatible(
             "(--collection / MMRAG_COLLECTION)."
         )
         raise CollectionMismatchError(msg)
-
-
-def with_query_time_settings(stored: CollectionSpec, wanted: CollectionSpec) -> CollectionSpec:
-    """The stored spec, with the query-time quantization knobs taken from the settings."""
-    q = stored.quantization
-    w = wanted.quantization
-    quantization = QuantizationSpec(
-        encoding=q.encoding,
-        query_encoding=q.query_encoding,
-        always_ram=q.always_ram,
-        hnsw_m=q.hnsw_m,
-        hnsw_ef_construct=q.hnsw_ef_construct,
-        rescore=w.rescore,
-        oversampling=w.oversampling,
-        hnsw_ef=w.hnsw_ef,
-    )
-    return CollectionSpec(
-        name=stored.name, clip=stored.clip, text=stored.text, quantization=quantization
-    )

@@ -84,16 +84,14 @@ class QueryEncoding(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class QuantizationSpec:
-    """Binary quantization and HNSW settings of a collection."""
+    """A collection's build-time index: binary quantization and the HNSW graph. Saved with the
+    collection and checked when it is opened; the query-time knobs are ``SearchTuning``."""
 
     encoding: BinaryEncoding
     query_encoding: QueryEncoding
-    rescore: bool
-    oversampling: float
     always_ram: bool
     hnsw_m: int
     hnsw_ef_construct: int
-    hnsw_ef: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +235,16 @@ class SearchFilters:
     exclude_kinds: tuple[SegmentKind, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class SearchTuning:
+    """Query-time search knobs, carried by every query (never part of the collection): binary
+    codes first, then ``oversampling`` x the limit rescored on the float vectors."""
+
+    oversampling: float = 4.0
+    hnsw_ef: int = 128
+    rescore: bool = True
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class VectorQuery:
     """A query for the store: one vector per signal used, fused when several."""
@@ -252,16 +260,7 @@ class VectorQuery:
     fusion: Fusion = Fusion.DBSF
     rrf_k: int = 60
     exact: bool = False  # brute force on the float vectors (evaluation's ground truth)
-    tuning: SearchTuning | None = None  # query-time knobs instead of the collection's
-
-
-@dataclass(frozen=True, slots=True)
-class SearchTuning:
-    """Query-time search knobs (evaluation and autotuning sweep them)."""
-
-    oversampling: float
-    hnsw_ef: int
-    rescore: bool = True
+    tuning: SearchTuning = field(default_factory=SearchTuning)
 
 
 @dataclass(frozen=True, slots=True)

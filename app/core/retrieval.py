@@ -16,7 +16,7 @@ honestly.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
@@ -56,8 +56,10 @@ class RetrievalOptions:
     min_clip_image_score: float = 0.80
     min_bm25_coverage: float = 0.75
     coarse_videos: int = 8
-    # Thresholds set on purpose (settings, environment): a collection's calibration never
-    # overrides them.
+    # Query-time search knobs (rescore, oversampling, hnsw_ef) put on every query.
+    tuning: SearchTuning = field(default_factory=SearchTuning)
+    # Thresholds and knobs set on purpose (settings, environment), by name: what a collection
+    # measured for itself (calibrate, autotune) never overrides them.
     explicit: frozenset[str] = frozenset()
 
     def with_thresholds(self, calibrated: RelevanceThresholds) -> RetrievalOptions:
@@ -68,6 +70,13 @@ class RetrievalOptions:
             if value is not None and name not in self.explicit
         }
         return replace(self, **chosen) if chosen else self
+
+    def search_tuning(self, tuned: SearchTuning | None) -> SearchTuning:
+        """The knobs a query carries: a collection's tuned ones, where not set explicitly."""
+        if tuned is None:
+            return self.tuning
+        chosen = {name: value for name, value in asdict(tuned).items() if name not in self.explicit}
+        return replace(self.tuning, **chosen)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +100,10 @@ class Retriever:
         self._text = text
         self._options = options
 
+    def tuning_for(self, collection: VectorCollection) -> SearchTuning:
+        """The query-time knobs searches of ``collection`` carry."""
+        return self._options.search_tuning(collection.tuning.search)
+
     def search_text(
         self,
         collection: VectorCollection,
@@ -101,7 +114,7 @@ class Retriever:
         exact: bool = False,
         tuning: SearchTuning | None = None,
     ) -> Retrieval:
-        """``exact`` and ``tuning`` override the collection's search knobs (evaluation)."""
+        """``exact`` and ``tuning`` override the search knobs in effect (evaluation)."""
         vectors: dict[Signal, FloatVector] = {Signal.TEXT: self._text.embed_texts([question])[0]}
         if collection.spec.clip.aligned:
             vectors[Signal.CLIP] = self._clip.embed_texts([question])[0]
@@ -126,7 +139,7 @@ class Retriever:
         exact: bool = False,
         tuning: SearchTuning | None = None,
     ) -> Retrieval:
-        """``exact`` and ``tuning`` override the collection's search knobs (evaluation)."""
+        """``exact`` and ``tuning`` override the search knobs in effect (evaluation)."""
         vectors = {Signal.CLIP: self._clip.embed_images([image])[0]}
         return self._run(
             collection, QueryKind.IMAGE, vectors, top_k, filters, exact=exact, tuning=tuning
@@ -146,6 +159,7 @@ class Retriever:
     ) -> Retrieval:
         o = self._options
         filters = filters or SearchFilters()
+        tuning = tuning or self.tuning_for(collection)
         fine = replace(filters, exclude_kinds=(*filters.exclude_kinds, SegmentKind.VIDEO))
 
         # Coarse: the best whole videos. Fine: their segments join the candidates of the one
@@ -184,8 +198,8 @@ class Retriever:
         vectors: dict[Signal, FloatVector],
         filters: SearchFilters,
         *,
-        exact: bool = False,
-        tuning: SearchTuning | None = None,
+        exact: bool,
+        tuning: SearchTuning,
     ) -> list[SearchHit]:
         """The best whole videos by their mean-frame CLIP vector (coarse step)."""
         limit = self._options.coarse_videos

@@ -222,7 +222,7 @@ class CollectionController(Controller):
         responses=problem_responses(*COLLECTION_PROBLEMS),
     )
     async def get_collection(self, name: CollectionPath, service: Service) -> CollectionOut:
-        return collection_out(await service.stats(name))
+        return collection_out(*await service.stats(name))
 
 
 @get(

@@ -20,6 +20,7 @@ from app.core.models import (
     Modality,
     SearchFilters,
     SearchHit,
+    SearchTuning,
     Segment,
     Signal,
     TimeRange,
@@ -375,7 +376,8 @@ def _model(info: EmbeddingModelInfo) -> ModelOut:
     return ModelOut(name=info.name, dim=info.dim, weights=info.weights, aligned=info.aligned)
 
 
-def collection_out(stats: CollectionStats) -> CollectionOut:
+def collection_out(stats: CollectionStats, tuning: SearchTuning) -> CollectionOut:
+    """``tuning``: the query-time knobs its searches carry (settings, or autotuned)."""
     q = stats.spec.quantization
     return CollectionOut(
         name=stats.name,
@@ -388,12 +390,12 @@ def collection_out(stats: CollectionStats) -> CollectionOut:
             kind="binary",
             encoding=q.encoding.value,
             query_encoding=q.query_encoding.value,
-            rescore=q.rescore,
-            oversampling=q.oversampling,
+            rescore=tuning.rescore,
+            oversampling=tuning.oversampling,
             always_ram=q.always_ram,
             hnsw_m=q.hnsw_m,
             hnsw_ef_construct=q.hnsw_ef_construct,
-            hnsw_ef=q.hnsw_ef,
+            hnsw_ef=tuning.hnsw_ef,
         ),
     )
 

@@ -23,7 +23,14 @@ from app.core.errors import (
     InvalidFieldError,
     PayloadTooLargeError,
 )
-from app.core.models import Asset, CollectionStats, SearchFilters, SearchHit, Segment
+from app.core.models import (
+    Asset,
+    CollectionStats,
+    SearchFilters,
+    SearchHit,
+    SearchTuning,
+    Segment,
+)
 from app.core.ports import (
     ChatMessage,
     ImagePart,
@@ -260,8 +267,14 @@ class QueryService:
         if await self._run(lambda: self._store.exists(name)):
             await self._run(lambda: self._collection(name))
 
-    async def stats(self, name: str) -> CollectionStats:
-        return await self._run(lambda: self._collection(self.collection_name(name)).stats())
+    async def stats(self, name: str) -> tuple[CollectionStats, SearchTuning]:
+        """The collection's figures and the query-time knobs its searches carry."""
+
+        def work() -> tuple[CollectionStats, SearchTuning]:
+            collection = self._collection(self.collection_name(name))
+            return collection.stats(), self._retriever.tuning_for(collection)
+
+        return await self._run(work)
 
     async def aclose(self) -> None:
         try:

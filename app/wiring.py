@@ -29,11 +29,12 @@ from app.core.ports import (
     SpeechRecognizer,
     TextEmbedder,
     TextRecognizer,
+    VectorStore,
 )
 from app.core.prompts import load_prompts
 from app.core.qa import Offload, QuestionAnswering
 from app.core.retrieval import RetrievalOptions, Retriever
-from app.settings import Settings
+from app.settings import Settings, StoreSettings
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +63,37 @@ def build_text(settings: Settings) -> SentenceTextEmbedder:
     )
 
 
-def build_store(settings: Settings) -> EdgeVectorStore:
+def build_embedded_store(settings: Settings) -> EdgeVectorStore:
     return EdgeVectorStore(
         settings.collections_dir, max_search_threads=settings.quantization.max_search_threads
     )
+
+
+def build_server_store(store: StoreSettings) -> VectorStore:
+    from app.adapters.qdrant_server import QdrantServerStore  # qdrant-client loads on demand
+
+    return QdrantServerStore(
+        url=store.url,
+        api_key=store.api_key.get_secret_value() if store.api_key else None,
+        prefer_grpc=store.prefer_grpc,
+        grpc_port=store.grpc_port,
+        verify_tls=store.verify_tls,
+        timeout_s=store.timeout_s,
+        connect_timeout_s=store.connect_timeout_s,
+        shard_number=store.shard_number,
+        replication_factor=store.replication_factor,
+        write_consistency_factor=store.write_consistency_factor,
+        on_disk_payload=store.on_disk_payload,
+        write_batch_points=store.write_batch_points,
+        write_retries=store.write_retries,
+    )
+
+
+def build_store(settings: Settings) -> VectorStore:
+    """The embedded engine under the data directory, or a Qdrant server: settings decide."""
+    if settings.store.backend == "server":
+        return build_server_store(settings.store)
+    return build_embedded_store(settings)
 
 
 def collection_spec(

@@ -76,6 +76,8 @@ _COMMAND_MODULES = {
     "eval": "ingestion.evaluate",
     "calibrate": "ingestion.calibrate",
     "autotune": "ingestion.autotune",
+    "migrate": "ingestion.migrate",
+    "reindex": "ingestion.reindex",
 }
 
 

@@ -404,9 +404,7 @@ class _TimedCollection:
     def optimize(self) -> None:
         self._inner.optimize()
 
-    def export_points(
-        self, offset: str | None, limit: int
-    ) -> tuple[list[StoredPoint], str | None]:
+    def export_points(self, offset: str | None, limit: int) -> tuple[list[StoredPoint], str | None]:
         return self._inner.export_points(offset, limit)
 
     def import_points(self, points: Sequence[StoredPoint]) -> None:

@@ -65,7 +65,9 @@ def build_text(settings: Settings) -> SentenceTextEmbedder:
 
 def build_embedded_store(settings: Settings) -> EdgeVectorStore:
     return EdgeVectorStore(
-        settings.collections_dir, max_search_threads=settings.quantization.max_search_threads
+        settings.collections_dir,
+        max_search_threads=settings.quantization.max_search_threads,
+        public_url=settings.http.public_url,
     )
 
 

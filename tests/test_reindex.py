@@ -39,8 +39,7 @@ def test_reindex_switches_the_name_while_a_reader_holds_the_old_collection(
         assert reader.names() == ["default"]
         current = reader.open_stored("default")
         thumbnails = [
-            current.asset_segments(a.asset_id)[0].asset.thumbnail
-            for a in current.indexed_assets()
+            current.asset_segments(a.asset_id)[0].asset.thumbnail for a in current.indexed_assets()
         ]
         pictures = [t for t in thumbnails if t is not None]
         assert pictures and all(t.startswith(f"thumbnails/{physical}/") for t in pictures)

@@ -426,3 +426,45 @@ def test_a_collection_saved_with_query_time_knobs_in_its_spec_still_opens(tmp_pa
         assert store.open(SPEC, create=False).spec == SPEC
     finally:
         store.close()
+
+
+def test_payloads_carry_absolute_thumbnail_links_when_the_public_url_is_set(
+    tmp_path: Path,
+) -> None:
+    from datetime import UTC, datetime
+
+    from app.core.models import Asset, EmbeddedSegment, Segment, SegmentKind
+
+    asset = Asset(
+        asset_id="a" * 32,
+        source="/lib/talk.mp4",
+        modality=Modality.VIDEO,
+        mime="video/mp4",
+        size_bytes=1,
+        content_sha256="0",
+        ingested_at=datetime.now(UTC),
+        title="talk",
+        thumbnail="thumbnails/unit/a.jpg",
+    )
+    frame = Segment(asset, 1, 2, SegmentKind.FRAME, thumbnail="thumbnails/unit/a-1.jpg")
+    speech = Segment(asset, 0, 2, SegmentKind.TRANSCRIPT, text="hello")
+    rng = np.random.default_rng(3)
+    clips, texts = _unit_vectors(rng, 2, 8), _unit_vectors(rng, 2, 4)
+    store = EdgeVectorStore(tmp_path, public_url="https://rag.example.com/")
+    try:
+        collection = store.open(SPEC, create=True)
+        collection.upsert(
+            [
+                EmbeddedSegment(frame, {Signal.CLIP: clips[0]}),
+                EmbeddedSegment(speech, {Signal.TEXT: texts[1]}),
+            ]
+        )
+        points, after = collection.export_points(None, 10)
+    finally:
+        store.close()
+    assert after is None
+    links = {p.payload["segment_index"]: p.payload["thumbnail_url"] for p in points}
+    base = f"https://rag.example.com/v1/assets/{'a' * 32}/thumbnail?collection=unit"
+    assert links == {1: f"{base}&segment=1", 0: base}  # the frame's own picture, else the asset's
+    speech_point = next(p for p in points if p.payload["segment_index"] == 0)
+    assert set(speech_point.dense) == {"text"} and set(speech_point.sparse) == {"bm25"}

@@ -305,8 +305,16 @@ def write_tuning(path: Path, tuning: CollectionTuning) -> None:
 class EdgeCollection:
     """One collection: a qdrant-edge shard plus the spec that built it."""
 
-    def __init__(self, shard: qe.EdgeShard, spec: CollectionSpec, path: Path) -> None:
+    def __init__(
+        self,
+        shard: qe.EdgeShard,
+        spec: CollectionSpec,
+        path: Path,
+        *,
+        public_url: str | None = None,
+    ) -> None:
         self._shard = shard
+        self._public_url = public_url
         self._path = path
         self._pending = (path / _OPTIMIZE_PENDING).exists()
         self._tuning = read_tuning(path)
@@ -355,7 +363,9 @@ class EdgeCollection:
                 qe.Point(
                     id=point_id_for(item.segment.asset.asset_id, item.segment.index),
                     vector=vector,
-                    payload=to_payload(item.segment),
+                    payload=to_payload(
+                        item.segment, public_url=self._public_url, collection=self._spec.name
+                    ),
                 )
             )
         self._write(points)
@@ -707,8 +717,12 @@ def _has_bm25(shard_dir: Path) -> bool:
 class EdgeVectorStore:
     """Collections as qdrant-edge shards under ``root`` (one directory each)."""
 
-    def __init__(self, root: Path, *, max_search_threads: int = 1) -> None:
+    def __init__(
+        self, root: Path, *, max_search_threads: int = 1, public_url: str | None = None
+    ) -> None:
+        """``public_url``: the service as users reach it, for thumbnail links in payloads."""
         self._root = root
+        self._public_url = public_url
         self._max_search_threads = max_search_threads
         self._open: dict[str, EdgeCollection] = {}
         self._held: dict[str, qe.EdgeShard] = {}  # opened by hold(), before models are known
@@ -831,7 +845,7 @@ class EdgeVectorStore:
                 shard = self._create_shard(stored, shard_dir)
             with _engine_errors("open the collection", path):
                 _ensure_payload_indexes(shard)
-            collection = EdgeCollection(shard, stored, path)
+            collection = EdgeCollection(shard, stored, path, public_url=self._public_url)
             self._open[key] = collection
             return collection
 
@@ -885,7 +899,7 @@ class EdgeVectorStore:
                 _ensure_payload_indexes(shard)  # collections from older versions lack some
         else:
             shard = self._create_shard(stored, shard_dir)
-        return EdgeCollection(shard, stored, path)
+        return EdgeCollection(shard, stored, path, public_url=self._public_url)
 
     @staticmethod
     def _read_spec(spec_file: Path) -> CollectionSpec:

@@ -25,7 +25,20 @@ _MEDIA_FIELDS = ("duration_s", "fps", "codec", "pages")
 TEXT_PREVIEW_CHARS = 4000
 
 
-def to_payload(segment: Segment) -> dict[str, Any]:
+def thumbnail_url(public_url: str, collection: str, segment: Segment) -> str | None:
+    """The absolute URL of a segment's picture (its own frame or page, else its asset's)."""
+    asset = segment.asset
+    base = f"{public_url.rstrip('/')}/v1/assets/{asset.asset_id}/thumbnail?collection={collection}"
+    if segment.thumbnail:
+        return f"{base}&segment={segment.index}"
+    return base if asset.thumbnail else None
+
+
+def to_payload(
+    segment: Segment, *, public_url: str | None = None, collection: str | None = None
+) -> dict[str, Any]:
+    """``public_url``: the service as users reach it; with it (and the collection's name), the
+    payload carries ``thumbnail_url``, which the Qdrant dashboard shows as a link."""
     asset = segment.asset
     payload: dict[str, Any] = {
         "asset_id": asset.asset_id,
@@ -51,6 +64,10 @@ def to_payload(segment: Segment) -> dict[str, Any]:
         "mtime_ns": asset.mtime_ns,
         "segment_thumbnail": segment.thumbnail,
     }
+    if public_url and collection:
+        link = thumbnail_url(public_url, collection, segment)
+        if link:
+            payload["thumbnail_url"] = link
     for name in _MEDIA_FIELDS:
         value = getattr(asset, name)
         if value is not None:

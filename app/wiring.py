@@ -71,7 +71,7 @@ def build_embedded_store(settings: Settings) -> EdgeVectorStore:
     )
 
 
-def build_server_store(store: StoreSettings) -> VectorStore:
+def build_server_store(store: StoreSettings, *, public_url: str | None = None) -> VectorStore:
     from app.adapters.qdrant_server import QdrantServerStore  # qdrant-client loads on demand
 
     return QdrantServerStore(
@@ -88,13 +88,14 @@ def build_server_store(store: StoreSettings) -> VectorStore:
         on_disk_payload=store.on_disk_payload,
         write_batch_points=store.write_batch_points,
         write_retries=store.write_retries,
+        public_url=public_url,
     )
 
 
 def build_store(settings: Settings) -> VectorStore:
     """The embedded engine under the data directory, or a Qdrant server: settings decide."""
     if settings.store.backend == "server":
-        return build_server_store(settings.store)
+        return build_server_store(settings.store, public_url=settings.http.public_url)
     return build_embedded_store(settings)
 
 

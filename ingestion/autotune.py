@@ -54,10 +54,11 @@ from app.core.models import (
 from app.core.ports import FloatMatrix
 
 if TYPE_CHECKING:
-    from app.adapters.edge_store import EdgeCollection, EdgeVectorStore
+    from app.core.ports import VectorCollection, VectorStore
     from app.settings import Settings
 
 EXIT_OK, EXIT_NOT_MET, EXIT_CANNOT_RUN = 0, 1, 2
+_COPY_PAGE = 256
 TOP_K = 10
 OVERSAMPLINGS = (1.0, 2.0, 4.0, 8.0)
 HNSW_EFS = (64, 128, 256)
@@ -190,7 +191,7 @@ def exact_top_k(vectors: FloatMatrix, queries: FloatMatrix, k: int) -> tuple[Ids
 
 
 def sample_collection(
-    collection: EdgeCollection, *, queries: int, max_vectors: int, seed: int
+    collection: VectorCollection, *, queries: int, max_vectors: int, seed: int
 ) -> Sample:
     """Up to ``max_vectors`` stored vectors per dense signal, and ``queries`` of them as
     queries with their exact top-10."""
@@ -494,7 +495,7 @@ def thumbnail_rewriter(old: str, new: str) -> Callable[[dict[str, Any]], dict[st
 
 
 def check_new_collection(
-    store: EdgeVectorStore, old_name: str, new_name: str, *, thumbnails_dir: Path
+    store: VectorStore, old_name: str, new_name: str, *, thumbnails_dir: Path
 ) -> None:
     """Refuse a ``--rebuild-into`` name that is invalid, the source's own, or taken."""
     from app.core.collections import validate_collection_name
@@ -513,9 +514,25 @@ def check_new_collection(
         raise ConflictError(msg)
 
 
+def _copy_points(
+    source: VectorCollection,
+    target: VectorCollection,
+    rewrite: Callable[[dict[str, Any]], dict[str, Any]],
+) -> int:
+    """Every point of ``source`` written into ``target`` as stored (vectors not re-embedded),
+    its payload through ``rewrite``; returns how many."""
+    copied, offset = 0, None
+    while True:
+        points, offset = source.export_points(offset, _COPY_PAGE)
+        target.import_points([replace(p, payload=rewrite(dict(p.payload))) for p in points])
+        copied += len(points)
+        if offset is None:
+            return copied
+
+
 def rebuild_into(
-    store: EdgeVectorStore,
-    source: EdgeCollection,
+    store: VectorStore,
+    source: VectorCollection,
     new_name: str,
     winner: Candidate,
     *,
@@ -531,7 +548,7 @@ def rebuild_into(
     spec = replace(source.spec, name=new_name, quantization=winner.spec(source.spec.quantization))
     target = store.open(spec, create=True, require_index_settings=True)
     try:
-        copied = source.copy_points_to(target, rewrite=thumbnail_rewriter(old_name, new_name))
+        copied = _copy_points(source, target, thumbnail_rewriter(old_name, new_name))
         target.optimize()
     except StoreError as exc:
         msg = (

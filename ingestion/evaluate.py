@@ -52,6 +52,7 @@ from app.core.models import (
     SearchHit,
     SearchTuning,
     Segment,
+    Signal,
     VectorQuery,
 )
 from app.core.ports import (
@@ -412,6 +413,12 @@ class _TimedCollection:
 
     def get_points(self, ids: Sequence[str]) -> list[StoredPoint]:
         return self._inner.get_points(ids)
+
+    def vector_count(self, signal: Signal) -> int:
+        return self._inner.vector_count(signal)
+
+    def sample_vectors(self, signal: Signal, n: int, seed: int) -> tuple[list[str], FloatMatrix]:
+        return self._inner.sample_vectors(signal, n, seed)
 
 
 # --------------------------------------------------------------------------- measuring

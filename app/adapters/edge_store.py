@@ -14,7 +14,7 @@ import re
 import shutil
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, cast
@@ -465,35 +465,6 @@ class EdgeCollection:
                 ids.append(str(record.id))
                 rows.append(_dense(record, signal))
         return ids, _matrix(rows)
-
-    def copy_points_to(
-        self,
-        target: EdgeCollection,
-        *,
-        rewrite: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-        batch: int = 256,
-    ) -> int:
-        """Write every point (ids, dense and sparse vectors, payload through ``rewrite``) into
-        ``target`` as stored, with no re-embedding; returns how many. ``target`` still needs
-        ``optimize()``."""
-        copied = 0
-        points: list[qe.Point] = []
-        for record in self._records(None, payload=True, vectors=True):
-            payload = dict(record.payload or {})
-            vectors = dict(record.vector) if isinstance(record.vector, dict) else {}
-            points.append(
-                qe.Point(
-                    id=record.id, vector=vectors, payload=rewrite(payload) if rewrite else payload
-                )
-            )
-            if len(points) >= batch:
-                target._write(points)
-                copied += len(points)
-                points = []
-        if points:
-            target._write(points)
-            copied += len(points)
-        return copied
 
     def export_points(self, offset: str | None, limit: int) -> tuple[list[StoredPoint], str | None]:
         with _engine_errors("read points", self._path):

@@ -23,6 +23,7 @@ from app.core.models import (
     IndexedAsset,
     SearchHit,
     Segment,
+    Signal,
     VectorQuery,
 )
 
@@ -149,6 +150,15 @@ class VectorCollection(Protocol):
 
     def get_points(self, ids: Sequence[str]) -> list[StoredPoint]:
         """The stored points with these ids (missing ones are left out)."""
+        ...
+
+    def vector_count(self, signal: Signal) -> int:
+        """How many stored points hold a ``signal`` vector."""
+        ...
+
+    def sample_vectors(self, signal: Signal, n: int, seed: int) -> tuple[list[str], FloatMatrix]:
+        """Ids and ``signal`` vectors (as stored) of up to ``n`` points holding one, drawn at
+        random (seeded); all of them when there are no more (autotune's sample)."""
         ...
 
 

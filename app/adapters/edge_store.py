@@ -13,9 +13,8 @@ import random
 import re
 import shutil
 import threading
-from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -25,16 +24,20 @@ import qdrant_edge as qe
 from app.adapters.bm25 import BM25_VECTOR, SparseTerms, bm25_document, bm25_query, coverage
 from app.adapters.payload import (
     FLOAT_FIELDS,
+    INDEX_FIELDS,
     INTEGER_FIELDS,
     KEYWORD_FIELDS,
     PREFIX_FIELDS,
     from_payload,
+    indexed_assets,
     to_payload,
 )
 from app.core.collections import (
     check_compatible,
     spec_from_dict,
     spec_to_dict,
+    tuning_from_dict,
+    tuning_to_dict,
     validate_collection_name,
 )
 from app.core.errors import (
@@ -55,7 +58,6 @@ from app.core.models import (
     IndexedAsset,
     QuantizationSpec,
     QueryEncoding,
-    RelevanceThresholds,
     SearchFilters,
     SearchHit,
     SearchTuning,
@@ -138,15 +140,6 @@ _OPTIMIZE_PENDING = "optimize.pending"
 _SHARD_DIR = "shard"
 _ALIASES_FILE = "aliases.json"
 _SCROLL_PAGE = 2048
-_INDEX_FIELDS = (
-    "asset_id",
-    "source",
-    "content_sha256",
-    "segment_count",
-    "size_bytes",
-    "mtime_ns",
-    "root",
-)
 _LOCKED = re.compile(r"WouldBlock|\block(ed)?\b", re.IGNORECASE)
 
 
@@ -280,25 +273,15 @@ def read_tuning(path: Path) -> CollectionTuning:
         return CollectionTuning()
     try:
         data = json.loads(file.read_text())
-        search = data.get("search")
-        return CollectionTuning(
-            thresholds=RelevanceThresholds(**(data.get("thresholds") or {})),
-            search=SearchTuning(**search) if search else None,
-            notes=tuple(data.get("notes") or ()),
-        )
-    except (ValueError, TypeError) as exc:
+    except ValueError as exc:
         msg = f"{file} is unreadable ({exc}); fix it or delete it to use the defaults"
         raise CollectionMismatchError(msg) from exc
+    return tuning_from_dict(data, str(file))
 
 
 def write_tuning(path: Path, tuning: CollectionTuning) -> None:
-    data = {
-        "thresholds": {k: v for k, v in asdict(tuning.thresholds).items() if v is not None},
-        "search": asdict(tuning.search) if tuning.search else None,
-        "notes": list(tuning.notes),
-    }
     tmp = path / f"{_TUNING_FILE}.tmp"
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.write_text(json.dumps(tuning_to_dict(tuning), indent=2) + "\n")
     tmp.replace(path / _TUNING_FILE)
 
 
@@ -490,25 +473,7 @@ class EdgeCollection:
         self._write(engine_points)
 
     def indexed_assets(self) -> list[IndexedAsset]:
-        stored: dict[str, int] = defaultdict(int)
-        first: dict[str, dict[str, Any]] = {}
-        for payload in self._scroll(None, _INDEX_FIELDS):
-            asset_id = str(payload["asset_id"])
-            stored[asset_id] += 1
-            first.setdefault(asset_id, payload)
-        return [
-            IndexedAsset(
-                asset_id=asset_id,
-                source=str(p["source"]),
-                content_sha256=str(p["content_sha256"]),
-                segment_count=int(p["segment_count"]),
-                stored_segments=stored[asset_id],
-                size_bytes=int(p.get("size_bytes") or 0),
-                mtime_ns=p.get("mtime_ns"),
-                root=p.get("root"),
-            )
-            for asset_id, p in first.items()
-        ]
+        return indexed_assets(self._scroll(None, INDEX_FIELDS))
 
     def asset_segments(self, asset_id: str) -> list[Segment]:
         segments = [from_payload(p) for p in self._scroll(_asset_filter([asset_id]), None)]

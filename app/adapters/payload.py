@@ -5,12 +5,13 @@ Payloads are meant to read well in the Qdrant dashboard: flat, human-readable fi
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from pathlib import PurePath
 from typing import Any
 
-from app.core.models import Asset, Locator, Modality, Segment, SegmentKind
+from app.core.models import Asset, IndexedAsset, Locator, Modality, Segment, SegmentKind
 
 # Fields with a payload index: what filters and incremental ingestion look up.
 KEYWORD_FIELDS = ("asset_id", "modality", "kind", "tags")
@@ -20,6 +21,16 @@ INTEGER_FIELDS = ("segment_index",)
 # Time-range filters on videos and recordings.
 FLOAT_FIELDS = ("start_s", "end_s")
 
+# What planning an ingest run reads of every stored point (``indexed_assets``).
+INDEX_FIELDS = (
+    "asset_id",
+    "source",
+    "content_sha256",
+    "segment_count",
+    "size_bytes",
+    "mtime_ns",
+    "root",
+)
 _LOCATOR_FIELDS = ("page", "start_s", "end_s", "char_start", "char_end")
 _MEDIA_FIELDS = ("duration_s", "fps", "codec", "pages")
 TEXT_PREVIEW_CHARS = 4000
@@ -108,3 +119,26 @@ def from_payload(payload: Mapping[str, Any]) -> Segment:
         locator=locator,
         thumbnail=payload.get("segment_thumbnail"),
     )
+
+
+def indexed_assets(payloads: Iterable[Mapping[str, Any]]) -> list[IndexedAsset]:
+    """The stored assets, from the ``INDEX_FIELDS`` of every stored point (one per segment)."""
+    stored: dict[str, int] = defaultdict(int)
+    first: dict[str, Mapping[str, Any]] = {}
+    for payload in payloads:
+        asset_id = str(payload["asset_id"])
+        stored[asset_id] += 1
+        first.setdefault(asset_id, payload)
+    return [
+        IndexedAsset(
+            asset_id=asset_id,
+            source=str(p["source"]),
+            content_sha256=str(p["content_sha256"]),
+            segment_count=int(p["segment_count"]),
+            stored_segments=stored[asset_id],
+            size_bytes=int(p.get("size_bytes") or 0),
+            mtime_ns=p.get("mtime_ns"),
+            root=p.get("root"),
+        )
+        for asset_id, p in first.items()
+    ]

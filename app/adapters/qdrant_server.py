@@ -27,9 +27,8 @@ import math
 import random
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, replace
+from dataclasses import replace
 from functools import partial
 from typing import Any, ParamSpec, TypeVar
 
@@ -44,16 +43,20 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 from app.adapters.bm25 import BM25_VECTOR, SparseTerms, bm25_document, bm25_query, coverage
 from app.adapters.payload import (
     FLOAT_FIELDS,
+    INDEX_FIELDS,
     INTEGER_FIELDS,
     KEYWORD_FIELDS,
     PREFIX_FIELDS,
     from_payload,
+    indexed_assets,
     to_payload,
 )
 from app.core.collections import (
     check_compatible,
     spec_from_dict,
     spec_to_dict,
+    tuning_from_dict,
+    tuning_to_dict,
     validate_collection_name,
 )
 from app.core.errors import (
@@ -73,7 +76,6 @@ from app.core.models import (
     Fusion,
     IndexedAsset,
     QueryEncoding,
-    RelevanceThresholds,
     SearchFilters,
     SearchHit,
     SearchTuning,
@@ -111,15 +113,6 @@ _SPEC_KEY = "mmrag_spec"
 _TUNING_KEY = "mmrag_tuning"
 # Pages of points with their vectors are large JSON (a 512-d vector is ~10 KB of text).
 _SCROLL_PAGE = 1024
-_INDEX_FIELDS = (
-    "asset_id",
-    "source",
-    "content_sha256",
-    "segment_count",
-    "size_bytes",
-    "mtime_ns",
-    "root",
-)
 _RETRY_AFTER_CAP_S = 30.0
 _TRANSIENT_GRPC = frozenset(
     {
@@ -367,32 +360,6 @@ def _matrix(rows: list[list[float]]) -> FloatMatrix:
     return np.asarray(rows, dtype=np.float32)
 
 
-def _tuning_to_dict(tuning: CollectionTuning) -> dict[str, Any]:
-    """The fields of the embedded engine's ``tuning.json``."""
-    data: dict[str, Any] = {
-        "thresholds": {k: v for k, v in asdict(tuning.thresholds).items() if v is not None},
-        "notes": list(tuning.notes),
-    }
-    if tuning.search is not None:
-        data["search"] = asdict(tuning.search)
-    return data
-
-
-def _tuning_from_dict(data: Mapping[str, Any] | None, where: str) -> CollectionTuning:
-    if not data:
-        return CollectionTuning()
-    try:
-        search = data.get("search")
-        return CollectionTuning(
-            thresholds=RelevanceThresholds(**(data.get("thresholds") or {})),
-            search=SearchTuning(**search) if search else None,
-            notes=tuple(data.get("notes") or ()),
-        )
-    except (ValueError, TypeError, AttributeError) as exc:
-        msg = f"the tuning saved with {where} is unreadable ({exc}); save it again or remove it"
-        raise CollectionMismatchError(msg) from exc
-
-
 class QdrantServerCollection:
     """One collection on the server, reached by the name it was opened by (usually an alias)."""
 
@@ -611,25 +578,7 @@ class QdrantServerCollection:
         self._write(structs)
 
     def indexed_assets(self) -> list[IndexedAsset]:
-        stored: dict[str, int] = defaultdict(int)
-        first: dict[str, dict[str, Any]] = {}
-        for payload in self._payloads(None, _INDEX_FIELDS):
-            asset_id = str(payload["asset_id"])
-            stored[asset_id] += 1
-            first.setdefault(asset_id, payload)
-        return [
-            IndexedAsset(
-                asset_id=asset_id,
-                source=str(p["source"]),
-                content_sha256=str(p["content_sha256"]),
-                segment_count=int(p["segment_count"]),
-                stored_segments=stored[asset_id],
-                size_bytes=int(p.get("size_bytes") or 0),
-                mtime_ns=p.get("mtime_ns"),
-                root=p.get("root"),
-            )
-            for asset_id, p in first.items()
-        ]
+        return indexed_assets(self._payloads(None, INDEX_FIELDS))
 
     def asset_segments(self, asset_id: str) -> list[Segment]:
         segments = [from_payload(p) for p in self._payloads(_asset_filter([asset_id]), None)]
@@ -955,7 +904,7 @@ class QdrantServerStore:
             msg = f"the spec saved with {where} is unreadable ({exc}); it cannot be opened safely"
             raise CollectionMismatchError(msg) from exc
         self._ensure_payload_indexes(physical, set(info.payload_schema))
-        tuning = _tuning_from_dict(metadata.get(_TUNING_KEY), where)
+        tuning = tuning_from_dict(metadata.get(_TUNING_KEY), f"the tuning saved with {where}")
         return QdrantServerCollection(
             self._server, name, stored, tuning, public_url=self._public_url
         )
@@ -1037,7 +986,7 @@ class QdrantServerStore:
             "save the tuning",
             self._client.update_collection,
             physical,
-            metadata={_TUNING_KEY: _tuning_to_dict(tuning)},
+            metadata={_TUNING_KEY: tuning_to_dict(tuning)},
         )
         with self._lock:
             for opened, collection in self._open.items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, fields
 from typing import Any
 
@@ -10,9 +11,12 @@ from app.core.errors import CollectionMismatchError, InputError
 from app.core.models import (
     BinaryEncoding,
     CollectionSpec,
+    CollectionTuning,
     EmbeddingModelInfo,
     QuantizationSpec,
     QueryEncoding,
+    RelevanceThresholds,
+    SearchTuning,
 )
 
 COLLECTION_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -81,3 +85,28 @@ def check_compatible(
             "(--collection / MMRAG_COLLECTION)."
         )
         raise CollectionMismatchError(msg)
+
+
+def tuning_to_dict(tuning: CollectionTuning) -> dict[str, Any]:
+    """A collection's tuning as saved with it (``tuning.json``, or server metadata)."""
+    return {
+        "thresholds": {k: v for k, v in asdict(tuning.thresholds).items() if v is not None},
+        "search": asdict(tuning.search) if tuning.search else None,
+        "notes": list(tuning.notes),
+    }
+
+
+def tuning_from_dict(data: Mapping[str, Any] | None, where: str) -> CollectionTuning:
+    """The saved tuning; nothing saved is no tuning. ``where`` names it in the error."""
+    if not data:
+        return CollectionTuning()
+    try:
+        search = data.get("search")
+        return CollectionTuning(
+            thresholds=RelevanceThresholds(**(data.get("thresholds") or {})),
+            search=SearchTuning(**search) if search else None,
+            notes=tuple(data.get("notes") or ()),
+        )
+    except (ValueError, TypeError, AttributeError) as exc:
+        msg = f"{where} is unreadable ({exc}); fix it or delete it to use the defaults"
+        raise CollectionMismatchError(msg) from exc

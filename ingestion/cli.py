@@ -1,6 +1,7 @@
 """``python -m ingestion``: the ingestion command line.
 
     python -m ingestion ingest PATH... [--collection NAME] [--tag T]... [--sync] [--dry-run]
+    python -m ingestion ingest --via http://HOST:PORT [--upload] PATH...      (ingestion.remote)
     python -m ingestion train PAIRS --out DIR [--arch NAME | --from WEIGHTS]   (ingestion.train)
     python -m ingestion eval QUERIES [--collection NAME] [--out DIR]          (ingestion.evaluate)
     python -m ingestion calibrate QUERIES [--collection NAME] [--write]       (ingestion.calibrate)
@@ -8,13 +9,14 @@
 
 Exit status of ``ingest``: 0 when every file was stored or unchanged; 1 when some files failed
 (everything else is stored, and the summary says why each failed); 2 when nothing could run (a
-bad setting, missing model weights, the collection locked by a running service). The other
-commands say theirs in ``--help``.
+bad setting, missing model weights, the collection locked by a running service: then
+``--via`` hands the work to that service). The other commands say theirs in ``--help``.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import logging
 import os
@@ -30,11 +32,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from app.core.collections import validate_collection_name
-from app.core.errors import MMRagError
+from app.core.errors import MMRagError, StoreLockedError
 from app.core.models import EmbeddingModelInfo
 from app.core.ports import FloatMatrix, ImageTextEmbedder, TextEmbedder, VectorCollection
 from app.settings import Settings
-from ingestion.pipeline import IngestionPipeline, IngestReport, IngestRequest, Outcome
+from ingestion.pipeline import (
+    IngestionPipeline,
+    IngestReport,
+    IngestRequest,
+    Outcome,
+    ProgressSink,
+)
 from ingestion.readers import read_options_for
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_CANNOT_RUN = 0, 1, 2
@@ -64,6 +72,25 @@ def _parser() -> argparse.ArgumentParser:
         help="hash every file, even those whose size and modification time are unchanged",
     )
     ingest.add_argument("--quiet", action="store_true", help="no progress bar")
+    ingest.add_argument(
+        "--via",
+        metavar="URL",
+        help=(
+            "ingest through the running service at URL (http://127.0.0.1:8000) instead of "
+            "opening the collection here; it reads the paths itself (under its "
+            "MMRAG_HTTP__INGEST_ROOTS), or, with --upload, gets the files"
+        ),
+    )
+    ingest.add_argument(
+        "--upload",
+        action="store_true",
+        help="with --via: upload the files found (for a service that cannot read them)",
+    )
+    ingest.add_argument(
+        "--api-key",
+        metavar="KEY",
+        help="with --via: the service's API key (default: $MMRAG_API_KEY)",
+    )
     # The other commands live in their own modules (light at import: torch loads in run()).
     for module in _COMMAND_MODULES.values():
         importlib.import_module(module).add_parser(sub)
@@ -191,6 +218,9 @@ def _load_models(settings: Settings, console: Console) -> tuple[ImageTextEmbedde
 
 
 def _ingest(args: argparse.Namespace, console: Console) -> int:
+    if problem := _misused(args):
+        console.print(f"[red]error:[/red] {problem}")
+        return EXIT_CANNOT_RUN
     settings = settings_from(args)
     paths = tuple(p.expanduser() for p in args.paths)
     if missing := _all_missing(paths):
@@ -198,6 +228,48 @@ def _ingest(args: argparse.Namespace, console: Console) -> int:
         for path in missing:
             console.print(f"[red]path not found:[/red] {path}")
         return EXIT_CANNOT_RUN
+    if args.via:
+        return _ingest_via(args, settings, paths, console)
+    try:
+        return _ingest_here(args, settings, paths, console)
+    except StoreLockedError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        console.print(
+            "When it is the service that holds it, ingest through the service: "
+            f"[bold]--via {service_url(settings)}[/bold] (add --upload when it does not "
+            "share these folders)."
+        )
+        return EXIT_CANNOT_RUN
+
+
+def _misused(args: argparse.Namespace) -> str | None:
+    """Why these options cannot go together, or None."""
+    if not args.via:
+        return "--upload and --api-key go with --via" if args.upload or args.api_key else None
+    local = [
+        f"--{n.replace('_', '-')}" for n in ("dry_run", "verify", "data_dir") if getattr(args, n)
+    ]
+    if local:
+        return f"{', '.join(local)} work on a local run only, not with --via"
+    if args.upload and args.sync:
+        return "--sync needs paths the service reads itself, not --upload"
+    return None
+
+
+def service_url(settings: Settings) -> str:
+    """The configured service as a client reaches it (a wildcard host means this machine)."""
+    host = settings.http.host
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)  # noqa: S104
+    return (
+        f"http://[{host}]:{settings.http.port}"
+        if ":" in host
+        else f"http://{host}:{settings.http.port}"
+    )
+
+
+def _ingest_here(
+    args: argparse.Namespace, settings: Settings, paths: tuple[Path, ...], console: Console
+) -> int:
     from app.wiring import build_ocr, build_speech, build_store, collection_spec
 
     store = build_store(settings)
@@ -248,7 +320,10 @@ def _ingest(args: argparse.Namespace, console: Console) -> int:
             verify=args.verify,
             exclude=(settings.data_dir,),
         )
-        report = _run_with_progress(pipeline, request, console, quiet=args.quiet)
+        quiet = args.quiet or args.dry_run
+        report = _with_progress(
+            lambda sink: pipeline.run(request, sink), console=console, quiet=quiet
+        )
         report.warnings.extend(n for n in (ocr_notice, speech_notice) if n)
         if collection is not None and not args.dry_run:
             stats = collection.stats()
@@ -275,11 +350,12 @@ class _RichProgress:
         self._progress.update(self._task, advance=done, description=description)
 
 
-def _run_with_progress(
-    pipeline: IngestionPipeline, request: IngestRequest, console: Console, *, quiet: bool
+def _with_progress(
+    run: Callable[[ProgressSink | None], IngestReport], *, console: Console, quiet: bool
 ) -> IngestReport:
-    if quiet or request.dry_run:
-        return pipeline.run(request)
+    """``run`` (a local pipeline, or a job followed on a service) with the progress bar."""
+    if quiet:
+        return run(None)
     columns = (
         TextColumn("[progress.description]{task.description:<32.32}"),
         BarColumn(),
@@ -287,7 +363,48 @@ def _run_with_progress(
         TimeElapsedColumn(),
     )
     with Progress(*columns, console=console) as progress:
-        return pipeline.run(request, _RichProgress(progress))
+        return run(_RichProgress(progress))
+
+
+def _ingest_via(
+    args: argparse.Namespace, settings: Settings, paths: tuple[Path, ...], console: Console
+) -> int:
+    """The same run, done by the service at ``--via``: same bar, summary and exit codes."""
+    from ingestion.remote import ServiceClient, ingest_paths, ingest_uploads
+
+    tags = tuple(dict.fromkeys(args.tag))
+    name = settings.collection
+    show = functools.partial(_with_progress, console=console, quiet=args.quiet)
+    with ServiceClient(args.via, api_key=args.api_key) as client:
+        if args.upload:
+            exclude = (settings.data_dir,)
+            report = ingest_uploads(
+                client,
+                paths,
+                collection=name,
+                tags=tags,
+                exclude=exclude,
+                show=show,
+                say=console.print,
+            )
+        else:
+            report = ingest_paths(
+                client,
+                paths,
+                collection=name,
+                tags=tags,
+                sync=args.sync,
+                show=show,
+                say=console.print,
+            )
+        if any(r.outcome is not Outcome.FAILED for r in report.results):
+            stats = client.collection_stats(name)
+            console.print(
+                f"collection {name!r}: {stats['assets']} assets, {stats['points']} points, "
+                f"{stats['indexed_vectors']} vectors indexed ({client.base_url})"
+            )
+    _summary(report, console, dry_run=False)
+    return EXIT_OK if report.ok else EXIT_SOME_FAILED
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,20 +1,20 @@
 """Reading one file into a ``PreparedAsset``: decode, gather its words, chunk, thumbnail.
 
-Every failure becomes ``AssetReadError`` with a reason a person can act on; the pipeline
-reports it and goes on with the next file.
+Every failure is an ``InputError`` with a reason a person can act on (``AssetReadError``, or
+the shared image decoder's, app/adapters/images.py); the pipeline reports it and goes on with
+the next file.
 """
 
 from __future__ import annotations
 
-import mimetypes
-import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from langchain_text_splitters import RecursiveCharacterTextSplitter
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
+from app.adapters.images import decode_image, reduced
 from app.core.errors import InputError
 from app.core.ids import asset_id_for
 from app.core.indexing import PreparedAsset
@@ -22,10 +22,6 @@ from app.core.models import Asset, Locator, Modality, Segment, SegmentKind
 from app.core.ports import SpeechRecognizer, TextRecognizer
 from app.settings import Settings
 from ingestion.discovery import SIDECAR_SUFFIX, CaptionIndex
-
-# EXIF tag 0x010E ImageDescription; PNG text chunk keys that carry descriptions.
-_EXIF_IMAGE_DESCRIPTION = 0x010E
-_PNG_TEXT_KEYS = ("Description", "Comment", "Title", "Caption", "Subject")
 
 
 class AssetReadError(InputError):
@@ -98,22 +94,6 @@ def _unique(parts: list[str | None]) -> list[str]:
     return out
 
 
-def _embedded_words(img: Image.Image) -> list[str | None]:
-    words: list[str | None] = []
-    try:
-        description = img.getexif().get(_EXIF_IMAGE_DESCRIPTION)
-    except (OSError, ValueError, SyntaxError):
-        description = None
-    if isinstance(description, bytes):
-        description = description.decode("utf-8", "replace")
-    if isinstance(description, str):
-        words.append(description.strip("\x00 "))
-    text_chunks = getattr(img, "text", None)  # PNG tEXt/iTXt
-    if isinstance(text_chunks, dict):
-        words.extend(str(text_chunks[k]) for k in _PNG_TEXT_KEYS if k in text_chunks)
-    return words
-
-
 def _sidecar_words(path: Path) -> str | None:
     sidecar = path.with_name(path.name + SIDECAR_SUFFIX)
     if not sidecar.is_file():
@@ -146,45 +126,6 @@ def check_size(path: Path, options: ReadOptions) -> tuple[int, int]:
 WORKING_SIDE = 336
 # Shorter side photos and screenshots are read at for OCR (a 1080p screenshot stays whole).
 OCR_SIDE = 1080
-_EXIF_ORIENTATION = 0x0112
-_TRANSPOSED = frozenset({5, 6, 7, 8})  # orientations that swap width and height
-
-
-def _decode_image(path: Path, min_side: int) -> tuple[Image.Image, str, tuple[int, int]]:
-    """The image reduced for embedding, its MIME type, and its full upright (width, height)."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as probe:
-                probe.verify()  # catches truncated and corrupt files before decoding
-            img = Image.open(path)
-            width, height = img.size
-            try:
-                orientation = img.getexif().get(_EXIF_ORIENTATION)
-            except (OSError, ValueError, SyntaxError):
-                orientation = None
-            img.seek(0)  # first frame of animations
-            scale = min(width, height) / min_side
-            if scale > 1:
-                img.draft("RGB", (max(1, int(width / scale)), max(1, int(height / scale))))
-            img.load()
-    except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
-        raise AssetReadError(f"not a readable image: {exc}") from exc
-    except Image.DecompressionBombWarning as exc:
-        raise AssetReadError(f"image too large to decode safely: {exc}") from exc
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise AssetReadError(f"corrupt image: {exc}") from exc
-    mime = Image.MIME.get(img.format or "", "") or mimetypes.guess_type(path.name)[0] or ""
-    upright = (height, width) if orientation in _TRANSPOSED else (width, height)
-    return img, mime, upright
-
-
-def reduced(img: Image.Image, min_side: int) -> Image.Image:
-    scale = min(img.size) / min_side
-    if scale <= 1:
-        return img
-    size = (max(1, round(img.width / scale)), max(1, round(img.height / scale)))
-    return img.resize(size, Image.Resampling.BICUBIC, reducing_gap=2.0)
 
 
 def write_thumbnail(
@@ -210,15 +151,14 @@ def read_image(
     working_side = max(WORKING_SIDE, options.thumbnail_px)
     # OCR needs letters of ~20 px and more: decode larger when it is on, reduce for CLIP after.
     decode_side = max(working_side, OCR_SIDE) if options.ocr else working_side
-    raw, mime, (width, height) = _decode_image(path, decode_side)
-    with raw:
-        words = _embedded_words(raw)
-        img = ImageOps.exif_transpose(raw.convert("RGBA") if raw.mode == "P" else raw)
-        img = img.convert("RGB")
-    ocr_text = options.ocr.read_text(reduced(img, decode_side)) if options.ocr else ""
+    decoded = decode_image(path, min_side=decode_side)
+    img = decoded.image
+    ocr_text = options.ocr.read_text(img) if options.ocr else ""
     img = reduced(img, working_side)
     entry = captions.lookup(path)
-    caption_parts = _unique([entry.caption if entry else None, _sidecar_words(path), *words])
+    caption_parts = _unique(
+        [entry.caption if entry else None, _sidecar_words(path), *decoded.words]
+    )
     caption = "\n".join(caption_parts) or None
     # What the picture shows in words (OCR) is searchable and quoted, the caption first.
     words_of_segment = "\n".join(_unique([caption, ocr_text])) or None
@@ -228,15 +168,15 @@ def read_image(
         asset_id=asset_id,
         source=source,
         modality=Modality.IMAGE,
-        mime=mime,
+        mime=decoded.mime,
         size_bytes=size,
         content_sha256=sha256,
         ingested_at=datetime.now(UTC),
         title=(entry.title if entry and entry.title else title_from(path)),
         caption=caption,
         tags=tuple(dict.fromkeys([*options.tags, *(entry.tags if entry else ())])),
-        width=width,
-        height=height,
+        width=decoded.width,
+        height=decoded.height,
         thumbnail=write_thumbnail(img, asset_id, options),
         mtime_ns=mtime_ns,
         root=str(root),
@@ -313,3 +253,20 @@ def read_text(path: Path, sha256: str, options: ReadOptions, *, root: Path) -> P
         for i, (chunk, start) in enumerate(chunks)
     )
     return PreparedAsset(asset=asset, segments=segments)
+
+
+# ``reduced`` lives with the image decoder (app/adapters/images.py); PDF pages use it from here.
+__all__ = [
+    "OCR_SIDE",
+    "WORKING_SIDE",
+    "AssetReadError",
+    "ReadOptions",
+    "check_size",
+    "chunk_text",
+    "read_image",
+    "read_options_for",
+    "read_text",
+    "reduced",
+    "title_from",
+    "write_thumbnail",
+]

@@ -279,7 +279,7 @@ class OpenAIController(Controller):
         """The reply's content carries ``[n]`` markers; ``citations`` beside ``choices`` say
         what each number is (asset, file, page or time, content and thumbnail URLs)."""
         body = await json_body(request, ChatCompletionRequest)
-        name = collection_of_model(body.model, service.settings.collection)
+        name = collection_of_model(body.model, service.default_collection)
         name = service.collection_name(name)
         question, history = _conversation([(m.role, _text(m.content)) for m in body.messages])
         events = await service.stream(

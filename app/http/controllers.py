@@ -4,21 +4,24 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from litestar import Controller, Request, get, post
+from litestar import Controller, Request, Response, delete, get, post, route
 from litestar.datastructures import State
 from litestar.di import NamedDependency
+from litestar.enums import HttpMethod
 from litestar.exceptions import ServiceUnavailableException
 from litestar.params import PathParameter, QueryParameter
 from litestar.response import File
 
 from app.core.collections import COLLECTION_NAME_PATTERN
 from app.core.errors import ConflictError, StoreError
-from app.http.bodies import MULTIPART, image_search_body, json_body
+from app.http.bodies import MULTIPART, image_search_body, json_body, multipart_boundary
 from app.http.files import FileStream, file_response
+from app.http.ingest import IngestService
 from app.http.openapi import (
     AnyFileOperation,
     DocumentedOperation,
     FileOperation,
+    IngestOperation,
     JsonBodyOperation,
     SearchOperation,
     problem_responses,
@@ -29,6 +32,10 @@ from app.http.schemas import (
     AssetOut,
     CollectionOut,
     HealthOut,
+    IngestLimitsOut,
+    IngestPathsRequest,
+    JobListOut,
+    JobOut,
     SearchRequest,
     SearchResponse,
     answer_out,
@@ -52,6 +59,12 @@ CollectionQuery = Annotated[
     str | None,
     QueryParameter(pattern=_COLLECTION_NAME, description="Collection (default: the service's)."),
 ]
+JobId = Annotated[
+    str, PathParameter(pattern=r"^[0-9a-f]{32}$", description="Job id (32 hex characters).")
+]
+JobsLimit = Annotated[
+    int, QueryParameter(gt=0, le=100, description="How many jobs, most recent first.")
+]
 SegmentQuery = Annotated[
     int | None,
     QueryParameter(
@@ -66,6 +79,7 @@ COLLECTION_PROBLEMS = (404, 409, 422, 503)
 
 
 Service = NamedDependency[QueryService]
+Ingest = NamedDependency[IngestService]
 
 
 def provide_service(state: State) -> QueryService:
@@ -73,6 +87,13 @@ def provide_service(state: State) -> QueryService:
     if not isinstance(service, QueryService):
         raise ServiceUnavailableException("the service is still starting")
     return service
+
+
+def provide_ingest(state: State) -> IngestService:
+    ingest = state.get("ingest")
+    if not isinstance(ingest, IngestService):
+        raise ServiceUnavailableException("the service is still starting")
+    return ingest
 
 
 def _file(found: AssetFile) -> File:
@@ -153,6 +174,22 @@ class AssetController(Controller):
     path = "/v1/assets"
     tags = ["assets"]  # noqa: RUF012
 
+    # Litestar 2 answers OPTIONS on a path with several handlers (here GET and DELETE) with
+    # the methods of one of them only (litestar-org/litestar#4169, fixed in 3.0). This handler
+    # names them all; Litestar registers a controller's handlers in the order of their names,
+    # and this one must come first, before Litestar adds an OPTIONS handler of its own.
+    @route(
+        "/{asset_id:str}",
+        http_method=HttpMethod.OPTIONS,
+        status_code=204,
+        include_in_schema=False,
+        sync_to_thread=False,
+    )
+    def allowed_methods(self, request: Request[Any, Any, State]) -> Response[None]:
+        template = request.scope["path_template"]
+        methods = next(r.methods for r in request.app.routes if r.path_format == template)
+        return Response(None, status_code=204, headers={"Allow": ", ".join(sorted(methods))})
+
     @get(
         "/{asset_id:str}",
         summary="An ingested asset's metadata",
@@ -210,6 +247,19 @@ class AssetController(Controller):
         name = service.collection_name(collection)
         return _file(await service.asset_thumbnail(asset_id, collection=name, segment=segment))
 
+    @delete(
+        "/{asset_id:str}",
+        summary="Remove an asset: its points, its thumbnails, and its file if it was uploaded",
+        operation_class=DocumentedOperation,
+        responses=problem_responses(*COLLECTION_PROBLEMS),
+    )
+    async def delete_asset(
+        self, asset_id: AssetId, service: Service, collection: CollectionQuery = None
+    ) -> None:
+        """A file in a library folder stays where it is (ingesting that folder again brings
+        the asset back); a file uploaded to the service is deleted with its asset."""
+        await service.delete_asset(asset_id, collection=service.collection_name(collection))
+
 
 class CollectionController(Controller):
     path = "/v1/collections"
@@ -223,6 +273,72 @@ class CollectionController(Controller):
     )
     async def get_collection(self, name: CollectionPath, service: Service) -> CollectionOut:
         return collection_out(*await service.stats(name))
+
+
+class IngestController(Controller):
+    """Its router gives it a body limit of its own: uploads are far larger than queries."""
+
+    path = "/v1/ingest"
+    tags = ["ingestion"]  # noqa: RUF012
+
+    @post(
+        "/",
+        status_code=202,
+        summary="Ingest uploaded files, or files on the server, in a background job",
+        operation_class=IngestOperation,
+        responses=problem_responses(400, 403, 404, 413, 415, 422, 503),
+    )
+    async def ingest(self, request: Request[Any, Any, State], ingest: Ingest) -> JobOut:
+        """Answers at once with the job (202); ``GET /v1/jobs/{id}`` follows it. Paths must
+        lie under the folders the service may read (``MMRAG_HTTP__INGEST_ROOTS``): 403 for one
+        outside them, or led outside by a symbolic link; 404 for one that does not exist."""
+        if request.content_type[0] == MULTIPART:
+            return await ingest.upload(request.stream(), multipart_boundary(request))
+        body = await json_body(
+            request,
+            IngestPathsRequest,
+            alternative=f" (paths on the server) or {MULTIPART} (files)",
+            max_bytes=request.app.state.max_upload_bytes,
+        )
+        return await ingest.from_paths(
+            body.paths, collection=body.collection, tags=body.tags, sync=body.sync
+        )
+
+    @get(
+        "/limits",
+        summary="How many files and bytes one upload may carry; whether paths are accepted",
+        operation_class=DocumentedOperation,
+        responses=problem_responses(503),
+    )
+    async def limits(self, ingest: Ingest) -> IngestLimitsOut:
+        return IngestLimitsOut(
+            max_files=ingest.limits.max_files,
+            max_bytes=ingest.limits.max_bytes,
+            paths=ingest.paths_allowed,
+        )
+
+
+class JobController(Controller):
+    path = "/v1/jobs"
+    tags = ["ingestion"]  # noqa: RUF012
+
+    @get(
+        "/",
+        summary="Recent ingest jobs, most recent first",
+        operation_class=DocumentedOperation,
+        responses=problem_responses(422, 503),
+    )
+    async def jobs(self, ingest: Ingest, limit: JobsLimit = 20) -> JobListOut:
+        return JobListOut(jobs=ingest.recent(limit))
+
+    @get(
+        "/{job_id:str}",
+        summary="An ingest job: status, progress, each file's outcome",
+        operation_class=DocumentedOperation,
+        responses=problem_responses(404, 422, 503),
+    )
+    async def job(self, job_id: JobId, ingest: Ingest) -> JobOut:
+        return ingest.job(job_id)
 
 
 @get(

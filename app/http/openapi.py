@@ -48,6 +48,7 @@ from app.http.schemas import (
     AskRequest,
     Filters,
     ImageSearchForm,
+    IngestPathsRequest,
     ProblemDetails,
     SearchRequest,
 )
@@ -57,6 +58,9 @@ _REF = "#/components/schemas/{name}"
 IMAGE_TYPES = "image/jpeg, image/png, image/webp, image/gif, image/bmp, image/tiff"
 EVENT_STREAM = "text/event-stream"
 IMAGE_SEARCH_UPLOAD = "ImageSearchUpload"
+INGEST_UPLOAD = "IngestUpload"
+# Comma-separated tags, as many and as long as a JSON body may send (32 of 128 characters).
+TAGS_FIELD_PATTERN = r"^[^,]{0,128}(,[^,]{0,128}){0,31}$"
 
 
 def problem_responses(*codes: int) -> dict[int, ResponseSpec]:
@@ -174,6 +178,27 @@ AskOperation = JsonBodyOperation.of(AskRequest)
 
 
 @dataclass
+class IngestOperation(JsonBodyOperation):
+    """``POST /v1/ingest``: paths on the server as JSON, or files as multipart."""
+
+    request_type = IngestPathsRequest
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.request_body = RequestBody(
+            required=True,
+            description=(
+                "Files to upload as multipart/form-data (repeat 'files' once per file), or, as "
+                "JSON, files and folders the service reads itself (under its ingest roots)."
+            ),
+            content={
+                JSON: OpenAPIMediaType(schema=_ref(IngestPathsRequest.__name__)),
+                MULTIPART: OpenAPIMediaType(schema=_ref(INGEST_UPLOAD)),
+            },
+        )
+
+
+@dataclass
 class FileOperation(DocumentedOperation):
     """A file download. Litestar documents ``last-modified`` as an RFC 3339 ``date-time``; it
     is an HTTP-date ("Fri, 27 Nov 2026 21:53:56 GMT")."""
@@ -221,10 +246,15 @@ class AnyFileOperation(FileOperation):
 
 
 def request_schemas(
-    types: Sequence[type[msgspec.Struct]], max_top_k: int, *, image_upload: bool
+    types: Sequence[type[msgspec.Struct]],
+    max_top_k: int,
+    *,
+    image_upload: bool,
+    ingest_upload: bool = False,
 ) -> dict[str, Any]:
     """Component schemas of the request bodies, from the msgspec wire types; with
-    ``image_upload``, the multipart image search too."""
+    ``image_upload``, the multipart image search too, with ``ingest_upload`` the multipart
+    ingest upload."""
     form_types: list[type[msgspec.Struct]] = [ImageSearchForm] if image_upload else []
     _, components = msgspec.json.schema_components([*types, *form_types], ref_template=_REF)
     for component in components.values():
@@ -232,7 +262,39 @@ def request_schemas(
             _cap_top_k(component["properties"]["top_k"], max_top_k)
     if image_upload:
         components[IMAGE_SEARCH_UPLOAD] = _image_upload(components.pop(ImageSearchForm.__name__))
+    if ingest_upload:
+        components[INGEST_UPLOAD] = _ingest_upload()
     return components
+
+
+def _ingest_upload() -> dict[str, Any]:
+    paths = msgspec.json.schema_components([IngestPathsRequest], ref_template=_REF)[1]
+    collection = paths[IngestPathsRequest.__name__]["properties"]["collection"]
+    return {
+        "title": INGEST_UPLOAD,
+        "description": (
+            "Files to ingest, each a 'files' part with its file name (a relative folder in the "
+            "name is kept: 'animals/cat.jpg'). GET /v1/ingest/limits says how many files and "
+            "bytes one upload may carry (413 beyond)."
+        ),
+        "type": "object",
+        "properties": {
+            "files": {
+                "type": "array",
+                "items": {"type": "string", "format": "binary"},
+                "minItems": 1,
+                "description": "The files: photos, documents, PDFs, videos, recordings.",
+            },
+            "collection": _not_null(collection),
+            "tags": {
+                "type": "string",
+                "pattern": TAGS_FIELD_PATTERN,
+                "description": "Comma-separated tags for every file: 'trip,2024'.",
+            },
+        },
+        "required": ["files"],
+        "additionalProperties": False,
+    }
 
 
 def _image_upload(form_schema: dict[str, Any]) -> dict[str, Any]:
@@ -321,8 +383,12 @@ class _Document(OpenAPI):
             if isinstance(operation, JsonBodyOperation)
         ]
         types = list(dict.fromkeys(op.request_type for op in operations if op.request_type))
-        uploads = any(isinstance(op, SearchOperation) for op in operations)
-        extra = request_schemas(types, self.max_top_k, image_upload=uploads)
+        extra = request_schemas(
+            types,
+            self.max_top_k,
+            image_upload=any(isinstance(op, SearchOperation) for op in operations),
+            ingest_upload=any(isinstance(op, IngestOperation) for op in operations),
+        )
         components = document.setdefault("components", {})
         schemas: dict[str, Any] = components.setdefault("schemas", {})
         clash = sorted(
@@ -391,6 +457,7 @@ __all__ = [
     "AskOperation",
     "DocumentedOperation",
     "FileOperation",
+    "IngestOperation",
     "JsonBodyOperation",
     "SearchOperation",
     "openapi_config",

@@ -120,7 +120,10 @@ def http_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Respo
     detail = exc.detail if status != 500 else "internal error"  # 503 etc. are ours
     slug = None
     if status == 413:
-        limit = request.app.state.get("max_upload_bytes")
+        # A route with a limit of its own (uploads to ingest) names it in ``opt``.
+        limit = request.route_handler.opt.get("body_limit") or request.app.state.get(
+            "max_upload_bytes"
+        )
         detail = f"request body too large; uploads are limited to {limit} bytes"
         slug = "payload-too-large"
     if status >= 500:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from enum import StrEnum
 from pathlib import PurePath
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -224,6 +225,101 @@ class CollectionOut(Struct):
 
 class HealthOut(Struct):
     status: str
+
+
+ServerPath = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=4096,
+        pattern=r"^/",
+        description="An absolute path on the server, under a folder it allows (ingest_roots).",
+    ),
+]
+
+
+class IngestPathsRequest(Struct, forbid_unknown_fields=True, kw_only=True):
+    """Files and folders the service reads itself (a shared media folder), to ingest."""
+
+    paths: Annotated[list[ServerPath], Meta(min_length=1, max_length=1000)]
+    collection: CollectionName | None = None
+    tags: Annotated[list[Tag], Meta(max_length=32, description="Tag every file.")] = []
+    sync: Annotated[
+        bool, Meta(description="Also remove what is stored of files gone from these paths.")
+    ] = False
+
+
+class IngestLimitsOut(Struct):
+    max_files: Annotated[int, Meta(description="Files one upload (one job) may carry.")]
+    max_bytes: Annotated[int, Meta(description="Bytes the files of one upload may add up to.")]
+    paths: Annotated[bool, Meta(description="Whether jobs may name server paths (JSON body).")]
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"  # it ran to the end; ``counts`` says whether some files failed
+    FAILED = "failed"  # it could not run (``error`` says why)
+    INTERRUPTED = "interrupted"  # the service stopped during it; it resumes at the next start
+
+
+class JobKind(StrEnum):
+    UPLOAD = "upload"
+    PATHS = "paths"
+
+
+class FileResultOut(Struct, kw_only=True):
+    path: Annotated[str, Meta(description="Library path, as hits show it.")]
+    outcome: Annotated[
+        str,
+        Meta(description="ingested, replaced, repaired, unchanged, removed or failed."),
+    ]
+    reason: str | None = None
+    asset_id: str | None = None
+    segments: int = 0
+
+
+class JobLinks(Struct):
+    self_: str = msgspec.field(name="self")
+    collection: str
+
+
+class JobOut(Struct, kw_only=True, frozen=True):
+    """An ingest job: queued, then run by the service in the background, one at a time."""
+
+    id: str
+    kind: JobKind
+    status: JobStatus
+    collection: str
+    tags: list[str]
+    sync: bool
+    created_at: Annotated[str, Meta(description="ISO 8601, UTC.")]
+    started_at: str | None = None
+    finished_at: str | None = None
+    resumed: Annotated[
+        int, Meta(description="How often a restart of the service resumed this job.")
+    ] = 0
+    files_total: Annotated[
+        int | None, Meta(description="Files to (re)ingest, known once the job has planned.")
+    ] = None
+    files_done: int = 0
+    current_file: str | None = None
+    counts: Annotated[dict[str, int], Meta(description="Files by outcome.")] = {}
+    results: Annotated[list[FileResultOut], Meta(description="Each file's outcome.")] = []
+    unsupported: list[str] = []
+    missing: Annotated[list[str], Meta(description="Paths given that do not exist.")] = []
+    warnings: list[str] = []
+    timings_s: Annotated[dict[str, float], Meta(description="Seconds by stage.")] = {}
+    error: Annotated[str | None, Meta(description="Why a failed job could not run.")] = None
+    links: JobLinks
+
+
+class JobListOut(Struct):
+    jobs: Annotated[list[JobOut], Meta(description="Most recent first.")]
+
+
+def job_links(job_id: str, collection: str) -> JobLinks:
+    return JobLinks(self_=f"/v1/jobs/{job_id}", collection=f"/v1/collections/{quote(collection)}")
 
 
 # -- converters ---------------------------------------------------------------------------

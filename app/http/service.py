@@ -1,7 +1,11 @@
-"""``QueryService``: what the controllers call. It owns the long-lived parts (models, store,
-language model), opens collections, checks request limits, runs the core's question-answering
-flow, and moves CPU-heavy work off the event loop through capacity limiters (one for model and
-engine calls, a smaller one for decoding uploaded images)."""
+"""``QueryService``: what the controllers call for searches, answers and assets.
+
+It is given everything it works with, already built (by ``create_app``): the question-answering
+use case, the retriever, the store and a factory of collection specs, its limits, the data
+files it may serve, and two ``Offload``s that move blocking work off the event loop (one for
+model and engine calls, a smaller one for decoding uploaded images). It opens collections,
+checks request limits and calls the core; it builds nothing and reads no settings.
+"""
 
 from __future__ import annotations
 
@@ -25,29 +29,85 @@ from app.core.errors import (
 )
 from app.core.models import (
     Asset,
+    CollectionSpec,
     CollectionStats,
     SearchFilters,
     SearchHit,
     SearchTuning,
     Segment,
 )
-from app.core.ports import (
-    ChatMessage,
-    ImagePart,
-    ImageTextEmbedder,
-    LanguageModel,
-    TextEmbedder,
-    VectorCollection,
-    VectorStore,
-)
-from app.core.qa import QAEvent, QAResult
+from app.core.ports import ChatMessage, ImagePart, VectorCollection, VectorStore
+from app.core.qa import QAEvent, QAResult, QuestionAnswering
 from app.core.retrieval import Retrieval, Retriever
-from app.settings import Settings
-from app.wiring import build_qa, collection_spec
 
 T = TypeVar("T")
-# Query images are reduced to this shorter side before embedding: CLIP sees 224 px crops.
-QUERY_IMAGE_SIDE = 448
+
+
+class Offload:
+    """Runs blocking calls in worker threads, at most ``threads`` at once: CPU-heavy work leaves
+    the event loop, and a burst of requests waits its turn instead of piling up in memory."""
+
+    def __init__(self, threads: int) -> None:
+        self._limiter = CapacityLimiter(threads)
+
+    async def __call__(self, fn: Callable[[], T]) -> T:
+        return await anyio.to_thread.run_sync(fn, limiter=self._limiter)
+
+
+@dataclass(frozen=True, slots=True)
+class QueryLimits:
+    default_top_k: int
+    max_top_k: int  # retrieval.max_top_k
+    max_upload_bytes: int  # http.max_upload_bytes: a query image
+    max_image_pixels: int  # http.max_image_pixels
+
+
+class DataFiles:
+    """The data directory's own files that stored payloads name (thumbnails, frames, pages) and
+    the uploads folder; a name that leads anywhere else is never followed."""
+
+    def __init__(self, data_dir: Path, *, thumbnails_dir: Path, uploads_dir: Path) -> None:
+        self._root = data_dir.resolve()
+        self._thumbnails = thumbnails_dir.resolve()
+        self._uploads = uploads_dir.resolve()
+
+    def path(self, relative: str) -> Path | None:
+        """The file a stored payload names relative to the data dir, or None outside it."""
+        path = (self._root / relative).resolve()
+        return path if path.is_relative_to(self._root) else None
+
+    def picture(self, hit: SearchHit) -> ImagePart | None:
+        """The picture behind a source, for models that can see: the frame or page cited, or
+        the asset's thumbnail."""
+        thumb = hit.segment.thumbnail or hit.segment.asset.thumbnail
+        path = self.path(thumb) if thumb else None
+        if path is None:
+            return None
+        try:
+            return ImagePart("image/jpeg", path.read_bytes())
+        except OSError:
+            return None
+
+    def remove_thumbnail(self, relative: str) -> None:
+        """Delete a thumbnail a payload names; only JPEGs under the thumbnails folder."""
+        path = self.path(relative)
+        if path is not None and path.is_relative_to(self._thumbnails) and path.suffix == ".jpg":
+            path.unlink(missing_ok=True)
+
+    def remove_upload(self, source: str) -> None:
+        """Delete ``source`` when it is a file uploaded to the service (and its folders, once
+        empty); a library file elsewhere is never touched."""
+        path = Path(source)
+        if path == self._uploads or not path.is_relative_to(self._uploads):
+            return
+        path.unlink(missing_ok=True)
+        folder = path.parent
+        while folder != self._uploads:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (another upload of the job, a caption file)
+                return
+            folder = folder.parent
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,55 +169,42 @@ def open_verified(asset: Asset) -> OpenedFile:
 class QueryService:
     def __init__(
         self,
-        settings: Settings,
         *,
-        clip: ImageTextEmbedder,
-        text: TextEmbedder,
-        store: VectorStore,
+        qa: QuestionAnswering,
         retriever: Retriever,
-        llm: LanguageModel | None,
+        store: VectorStore,
+        spec_for: Callable[[str], CollectionSpec],
+        default_collection: str,
+        limits: QueryLimits,
+        files: DataFiles,
+        offload: Offload,
+        decode: Offload,
     ) -> None:
-        self.settings = settings
-        self._clip = clip
-        self._text = text
-        self._store = store
+        """``spec_for(name)``: the spec a collection must match (this service's models);
+        ``offload`` runs model and engine calls, ``decode`` the decoding of query images."""
+        self.qa = qa
+        self.default_collection = default_collection
         self._retriever = retriever
-        self._llm = llm
-        self._limiter = CapacityLimiter(settings.http.worker_threads)
-        self._decode_limiter = CapacityLimiter(settings.http.image_decodes)
-        self.qa = build_qa(settings, retriever, llm, offload=self._run, images=self._thumbnail)
-
-    async def _run(self, fn: Callable[[], T]) -> T:
-        return await anyio.to_thread.run_sync(fn, limiter=self._limiter)
-
-    def _thumbnail(self, hit: SearchHit) -> ImagePart | None:
-        """The picture behind a source, for models that can see: the frame or page cited, or
-        the asset's thumbnail."""
-        thumb = hit.segment.thumbnail or hit.segment.asset.thumbnail
-        if not thumb:
-            return None
-        path = self._data_file(thumb)
-        if path is None:
-            return None
-        try:
-            return ImagePart("image/jpeg", path.read_bytes())
-        except OSError:
-            return None
+        self._store = store
+        self._spec_for = spec_for
+        self._limits = limits
+        self._files = files
+        self._run = offload
+        self._decode = decode
 
     def _top_k(self, top_k: int | None) -> int:
-        limit = self.settings.retrieval.max_top_k
+        limit = self._limits.max_top_k
         if top_k is None:
-            return min(self.settings.retrieval.default_top_k, limit)
+            return min(self._limits.default_top_k, limit)
         if top_k > limit:
             raise InvalidFieldError("top_k", f"must be at most {limit} (retrieval.max_top_k)")
         return top_k
 
     def collection_name(self, name: str | None) -> str:
-        return validate_collection_name(name or self.settings.collection)
+        return validate_collection_name(name or self.default_collection)
 
     def _collection(self, name: str) -> VectorCollection:
-        spec = collection_spec(self.settings, name, self._clip, self._text)
-        return self._store.open(spec, create=False)
+        return self._store.open(self._spec_for(name), create=False)
 
     async def search_text(
         self, query: str, *, collection: str, top_k: int | None, filters: SearchFilters
@@ -175,17 +222,14 @@ class QueryService:
         self, data: bytes, *, collection: str, top_k: int | None, filters: SearchFilters
     ) -> Retrieval:
         k = self._top_k(top_k)
-        if len(data) > self.settings.http.max_upload_bytes:
-            limit = self.settings.http.max_upload_bytes
+        limits = self._limits
+        if len(data) > limits.max_upload_bytes:
+            limit = limits.max_upload_bytes
             raise PayloadTooLargeError(f"image is {len(data)} bytes; the limit is {limit}")
         target = await self._run(lambda: self._collection(collection))  # 404 before decoding
-        http = self.settings.http
         # Decoding has its own, smaller limiter: memory stays flat under a burst of uploads.
-        image = await anyio.to_thread.run_sync(
-            lambda: decode_query_image(
-                data, max_pixels=http.max_image_pixels, min_side=QUERY_IMAGE_SIDE
-            ),
-            limiter=self._decode_limiter,
+        image = await self._decode(
+            lambda: decode_query_image(data, max_pixels=limits.max_image_pixels)
         )
         return await self._run(
             lambda: self._retriever.search_image(target, image, top_k=k, filters=filters)
@@ -246,24 +290,35 @@ class QueryService:
             thumbnail, label = found.thumbnail, f"segment {segment} ({found.kind}) of {asset_id}"
         if not thumbnail:
             raise AssetNotFoundError(asset_id, f"{label} has no thumbnail")
-        path = self._data_file(thumbnail)
+        path = self._files.path(thumbnail)
         if path is None or not await self._run(path.is_file):
             raise AssetNotFoundError(asset_id, f"the thumbnail of {label} is missing")
         name = f"{asset_id}.jpg" if segment is None else f"{asset_id}-{segment}.jpg"
         return AssetFile(path=path, media_type="image/jpeg", filename=name)
 
-    def _data_file(self, relative: str) -> Path | None:
-        """A file under the data dir named by a stored payload (never anywhere else)."""
-        root = self.settings.data_dir.resolve()
-        path = (root / relative).resolve()
-        return path if path.is_relative_to(root) else None
+    async def delete_asset(self, asset_id: str, *, collection: str) -> None:
+        """Remove an asset's points and thumbnails, and its file when it was uploaded here."""
+
+        def work() -> None:
+            target = self._collection(collection)
+            segments = target.asset_segments(asset_id)
+            if not segments:
+                raise AssetNotFoundError(asset_id)
+            target.delete_assets([asset_id])
+            asset = segments[0].asset
+            for thumbnail in {asset.thumbnail, *(s.thumbnail for s in segments)}:
+                if thumbnail:
+                    self._files.remove_thumbnail(thumbnail)
+            self._files.remove_upload(asset.source)
+
+        await self._run(work)
 
     async def collection_names(self) -> list[str]:
         return await self._run(self._store.names)
 
     async def check_ready(self) -> None:
         """Raise unless requests can be served: the default collection, when it exists, opens."""
-        name = self.settings.collection
+        name = self.default_collection
         if await self._run(lambda: self._store.exists(name)):
             await self._run(lambda: self._collection(name))
 
@@ -275,10 +330,3 @@ class QueryService:
             return collection.stats(), self._retriever.tuning_for(collection)
 
         return await self._run(work)
-
-    async def aclose(self) -> None:
-        try:
-            if self._llm is not None:
-                await self._llm.aclose()
-        finally:
-            await self._run(self._store.close)

@@ -113,6 +113,7 @@ def test_text_search_returns_hits_with_scores_and_urls(client: Client) -> None:
     assert 0.3 < top["scores"]["text"] <= 1.0
     assert "clip" not in top["scores"]
     assert top["thumbnail_url"] == f"/v1/assets/{top['asset_id']}/thumbnail?collection=default"
+    assert top.get("dashboard_url") is None  # embedded: no dashboard
     assert len({h["asset_id"] for h in body["hits"]}) == len(body["hits"]) == 3
 
 

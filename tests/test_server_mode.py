@@ -69,8 +69,12 @@ def test_the_service_answers_from_the_server(server_client: TestClient[Any]) -> 
     found = server_client.post("/v1/search", json={"query": "coffee", "top_k": 3}).json()
     assert found["hits"], found
     assert any("coffee" in (h["snippet"] or "").lower() for h in found["hits"])
+    # Every hit links to its collection (the physical one behind the name) in the dashboard.
+    page = "http://qdrant.internal:6333/dashboard#/collections/default-v1"
+    assert {h["dashboard_url"] for h in found["hits"]} == {page}
     answer = server_client.post("/v1/ask", json={"question": "How is coffee brewed?"}).json()
     assert answer["status"] == "extractive" and answer["citations"]
+    assert {c["dashboard_url"] for c in answer["citations"]} == {page}
     # The thumbnail of a picture hit is served as in embedded mode.
     picture = next(h for h in found["hits"] if h.get("thumbnail_url"))
     assert server_client.get(picture["thumbnail_url"]).status_code == 200

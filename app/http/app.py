@@ -208,6 +208,7 @@ def query_service(
         files=files,
         offload=offload,
         decode=Offload(settings.http.image_decodes),
+        dashboard=settings.store.dashboard if settings.store.backend == "server" else None,
     )
 
 

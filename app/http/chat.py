@@ -123,21 +123,38 @@ class ChatController(Controller):
             events = await service.stream(
                 question, collection=name, top_k=body.top_k, filters=filters, history=history
             )
+            dashboard = await service.dashboard_url(name)
             return EventStream(
                 sse_events(
                     events,
                     name,
-                    final=lambda a, r: chat_out(a, name, r.query, len(r.retrieval.hits)),
+                    final=lambda a, r: chat_out(
+                        a, name, r.query, len(r.retrieval.hits), dashboard=dashboard
+                    ),
+                    dashboard=dashboard,
                 )
             )
         result = await service.ask(
             question, collection=name, top_k=body.top_k, filters=filters, history=history
         )
-        return chat_out(result.answer, name, result.query, retrieved=len(result.retrieval.hits))
+        return chat_out(
+            result.answer,
+            name,
+            result.query,
+            retrieved=len(result.retrieval.hits),
+            dashboard=await service.dashboard_url(name),
+        )
 
 
-def chat_out(answer: Answer, collection: str, query: str, retrieved: int = 0) -> ChatResponse:
-    base = answer_out(answer, collection, retrieved=retrieved)
+def chat_out(
+    answer: Answer,
+    collection: str,
+    query: str,
+    retrieved: int = 0,
+    *,
+    dashboard: str | None = None,
+) -> ChatResponse:
+    base = answer_out(answer, collection, retrieved=retrieved, dashboard=dashboard)
     return ChatResponse(**msgspec.structs.asdict(base), query=query)
 
 
@@ -292,8 +309,11 @@ class OpenAIController(Controller):
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
         model = f"{MODEL_PREFIX}:{name}"
+        dashboard = await service.dashboard_url(name)
         if body.stream:
-            return EventStream(_chunks(events, completion_id, created, model, name))
+            return EventStream(
+                _chunks(events, completion_id, created, model, name, dashboard=dashboard)
+            )
         query = question
         answer: Answer | None = None
         async for event in events:
@@ -315,7 +335,7 @@ class OpenAIController(Controller):
                 )
             ],
             usage=Usage(prompt_tokens=0, completion_tokens=0, total_tokens=0),
-            citations=citations_out(answer, name),
+            citations=citations_out(answer, name, dashboard=dashboard),
             mmrag=_info(answer, query),
         )
 
@@ -331,7 +351,13 @@ def _info(answer: Answer, query: str) -> MMRagInfo:
 
 
 def _chunks(
-    events: AsyncIterator[QAEvent], completion_id: str, created: int, model: str, collection: str
+    events: AsyncIterator[QAEvent],
+    completion_id: str,
+    created: int,
+    model: str,
+    collection: str,
+    *,
+    dashboard: str | None,
 ) -> AsyncIterator[ServerSentEventMessage]:
     def chunk(delta: dict[str, Any], finish: str | None, **extra: Any) -> ServerSentEventMessage:
         data = {
@@ -357,7 +383,7 @@ def _chunks(
                     yield chunk(
                         {},
                         "stop",
-                        citations=citations_out(event, collection),
+                        citations=citations_out(event, collection, dashboard=dashboard),
                         mmrag=_info(event, query),
                     )
         except MMRagError as exc:

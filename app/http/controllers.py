@@ -130,7 +130,7 @@ class SearchController(Controller):
                 top_k=fields.top_k,
                 filters=fields.filters.to_domain(),
             )
-            return search_out(retrieval, name)
+            return search_out(retrieval, name, dashboard=await service.dashboard_url(name))
         body = await json_body(
             request, SearchRequest, alternative=f" (text query) or {MULTIPART} (image query)"
         )
@@ -138,7 +138,7 @@ class SearchController(Controller):
         retrieval = await service.search_text(
             body.query, collection=name, top_k=body.top_k, filters=body.filters.to_domain()
         )
-        return search_out(retrieval, name)
+        return search_out(retrieval, name, dashboard=await service.dashboard_url(name))
 
     @post(
         "/ask",
@@ -157,17 +157,26 @@ class SearchController(Controller):
             events = await service.stream(
                 body.question, collection=name, top_k=body.top_k, filters=filters
             )
+            dashboard = await service.dashboard_url(name)
             return EventStream(
                 sse_events(
                     events,
                     name,
-                    final=lambda a, r: answer_out(a, name, retrieved=len(r.retrieval.hits)),
+                    final=lambda a, r: answer_out(
+                        a, name, retrieved=len(r.retrieval.hits), dashboard=dashboard
+                    ),
+                    dashboard=dashboard,
                 )
             )
         result = await service.ask(
             body.question, collection=name, top_k=body.top_k, filters=filters
         )
-        return answer_out(result.answer, name, retrieved=len(result.retrieval.hits))
+        return answer_out(
+            result.answer,
+            name,
+            retrieved=len(result.retrieval.hits),
+            dashboard=await service.dashboard_url(name),
+        )
 
 
 class AssetController(Controller):

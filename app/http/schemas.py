@@ -145,6 +145,15 @@ class Hit(Struct):
     segment_thumbnail_url: Annotated[
         str | None, Meta(description="This segment's own frame or page picture.")
     ] = None
+    dashboard_url: Annotated[
+        str | None,
+        Meta(
+            description=(
+                "Server mode: the hit's collection in the Qdrant dashboard (filter its points "
+                "there by asset_id)."
+            )
+        ),
+    ] = None
 
 
 class SearchResponse(Struct):
@@ -371,7 +380,15 @@ def snippet(segment: Segment, query: str | None = None) -> str:
     return ("…" if start > 0 else "") + cut + ("…" if start + len(cut) < len(text) else "")
 
 
-def hit_out(hit: SearchHit, collection: str, *, relevant: bool, query: str | None = None) -> Hit:
+def hit_out(
+    hit: SearchHit,
+    collection: str,
+    *,
+    relevant: bool,
+    query: str | None = None,
+    dashboard: str | None = None,
+) -> Hit:
+    """``dashboard``: the collection's page in the Qdrant dashboard (server mode)."""
     seg = hit.segment
     content, thumb = asset_urls(
         seg.asset.asset_id, collection, has_thumbnail=seg.asset.thumbnail is not None
@@ -402,33 +419,42 @@ def hit_out(hit: SearchHit, collection: str, *, relevant: bool, query: str | Non
             if seg.thumbnail
             else None
         ),
+        dashboard_url=dashboard,
     )
 
 
-def search_out(retrieval: Retrieval, collection: str) -> SearchResponse:
+def search_out(
+    retrieval: Retrieval, collection: str, *, dashboard: str | None = None
+) -> SearchResponse:
     return SearchResponse(
         collection=collection,
         query_kind=retrieval.kind.value,
         signals=[s.value for s in retrieval.signals],
         hits=[
-            hit_out(h, collection, relevant=ok, query=retrieval.query)
+            hit_out(h, collection, relevant=ok, query=retrieval.query, dashboard=dashboard)
             for h, ok in zip(retrieval.hits, retrieval.relevant, strict=True)
         ],
     )
 
 
-def citations_out(answer: Answer, collection: str) -> list[CitationOut]:
+def citations_out(
+    answer: Answer, collection: str, *, dashboard: str | None = None
+) -> list[CitationOut]:
     return [
         CitationOut(
             number=c.number,
-            **msgspec.structs.asdict(hit_out(c.hit, collection, relevant=True)),
+            **msgspec.structs.asdict(
+                hit_out(c.hit, collection, relevant=True, dashboard=dashboard)
+            ),
         )
         for c in answer.citations
     ]
 
 
-def answer_out(answer: Answer, collection: str, retrieved: int) -> AskResponse:
-    citations = citations_out(answer, collection)
+def answer_out(
+    answer: Answer, collection: str, retrieved: int, *, dashboard: str | None = None
+) -> AskResponse:
+    citations = citations_out(answer, collection, dashboard=dashboard)
     return AskResponse(
         answer=answer.text,
         status=answer.status.value,

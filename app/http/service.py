@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import quote
 
 import anyio
 from anyio import CapacityLimiter
@@ -179,6 +180,7 @@ class QueryService:
         files: DataFiles,
         offload: Offload,
         decode: Offload,
+        dashboard: str | None = None,
     ) -> None:
         """``spec_for(name)``: the spec a collection must match (this service's models);
         ``offload`` runs model and engine calls, ``decode`` the decoding of query images."""
@@ -191,6 +193,7 @@ class QueryService:
         self._files = files
         self._run = offload
         self._decode = decode
+        self._dashboard = dashboard.rstrip("/") if dashboard else None
 
     def _top_k(self, top_k: int | None) -> int:
         limit = self._limits.max_top_k
@@ -312,6 +315,14 @@ class QueryService:
             self._files.remove_upload(asset.source)
 
         await self._run(work)
+
+    async def dashboard_url(self, name: str) -> str | None:
+        """The collection's page in the Qdrant dashboard (server mode; None embedded): the
+        physical collection behind the name, which the dashboard lists."""
+        if self._dashboard is None:
+            return None
+        physical = await self._run(lambda: self._store.resolve(name))
+        return f"{self._dashboard}#/collections/{quote(physical, safe='')}"
 
     async def collection_names(self) -> list[str]:
         return await self._run(self._store.names)

@@ -29,7 +29,11 @@ class EventStream(ServerSentEvent):
 
 
 def sse_events(
-    events: AsyncIterator[QAEvent], collection: str, *, final: Callable[[Answer, Retrieved], Any]
+    events: AsyncIterator[QAEvent],
+    collection: str,
+    *,
+    final: Callable[[Answer, Retrieved], Any],
+    dashboard: str | None = None,
 ) -> AsyncIterator[ServerSentEventMessage]:
     async def generate() -> AsyncIterator[ServerSentEventMessage]:
         retrieved: Retrieved | None = None
@@ -37,7 +41,8 @@ def sse_events(
             async for event in events:
                 if isinstance(event, Retrieved):
                     retrieved = event
-                    yield _message("hits", search_out(event.retrieval, collection))
+                    hits = search_out(event.retrieval, collection, dashboard=dashboard)
+                    yield _message("hits", hits)
                 elif isinstance(event, Delta):
                     yield _message("delta", {"text": event.text})
                 else:

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import re
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
@@ -67,6 +68,7 @@ class IngestReport:
     warnings: list[str] = field(default_factory=list)
     timings_s: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     decoded: int = 0  # video frames, PDF pages and recordings decoded in this run
+    stopped: bool = False  # asked to stop: the files after the last written batch wait
 
     def count(self, outcome: Outcome) -> int:
         return sum(1 for r in self.results if r.outcome is outcome)
@@ -297,7 +299,15 @@ class IngestionPipeline:
                 unsure.append((source, exc.strerror or str(exc)))
         return gone, unsure
 
-    def run(self, request: IngestRequest, progress: ProgressSink | None = None) -> IngestReport:
+    def run(
+        self,
+        request: IngestRequest,
+        progress: ProgressSink | None = None,
+        *,
+        stop: threading.Event | None = None,
+    ) -> IngestReport:
+        """Ingest what ``request`` names. ``stop``, once set, ends the run after the batch being
+        written (``report.stopped``); running the same request again finishes it."""
         report = IngestReport()
         plan = self.plan(request, report)
         jobs, deletions = plan.jobs, plan.deletions
@@ -327,6 +337,9 @@ class IngestionPipeline:
                 reader.submit(self._read_batch, b, captions, report, sink) for b in batches[:1]
             ]
             for n in range(len(batches)):
+                if stop is not None and stop.is_set():
+                    report.stopped = True
+                    break
                 prepared = ahead.pop().result()
                 if n + 1 < len(batches):
                     ahead.append(
@@ -334,6 +347,8 @@ class IngestionPipeline:
                     )
                 self._embed_and_write(prepared, report, sink)
         report.warnings.extend(captions.problems)
+        if report.stopped:  # removals and the index wait for the run that finishes
+            return report
         if deletions:
             self._delete(deletions, report)
         self._sweep_thumbnails(plan, report)

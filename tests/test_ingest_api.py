@@ -280,6 +280,7 @@ def test_without_roots_paths_are_refused_naming_the_setting(
     }
     body = problem_of(client.post("/v1/ingest", json={"paths": [str(sample_library)]}), 403)
     assert "MMRAG_HTTP__INGEST_ROOTS" in body["detail"]
+    assert body["type"] == "/problems/forbidden"  # the project's problem type, like the others
 
 
 # -- deleting ------------------------------------------------------------------------------------
@@ -406,7 +407,7 @@ def test_a_stopped_service_interrupts_its_job_and_resumes_it_at_start(
 
     opener = threading.Thread(target=open_the_gate_once_stopping)
     opener.start()
-    app_with.stop()  # the lifespan stops the worker: the job stops at its next file
+    app_with.stop()  # the lifespan stops the worker: the job stops after its batch
     opener.join()
     record = json.loads((app_with.data_dir / "jobs" / f"{job['id']}.json").read_text())
     assert record["job"]["status"] == "interrupted"

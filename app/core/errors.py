@@ -69,6 +69,11 @@ class RangeNotSatisfiableError(InputError):
         self.size = size
 
 
+class ForbiddenError(MMRagError):
+    """The caller named something this service may not touch (a path outside the folders it
+    may ingest from)."""
+
+
 class NotFoundError(MMRagError):
     """Something named by the caller does not exist."""
 

@@ -7,7 +7,7 @@ configuration allows (``http.ingest_roots``): a path is checked as written (no `
 root) and again once resolved (no symbolic link out of one), and once more when its job runs.
 Jobs run the ingestion pipeline with the service's own store and loaded models, so the
 collection a search reads is the one the job writes: no second engine, no lock to fight over.
-May import litestar (its 403), app.core, app.http and the ingestion pipeline.
+May import app.core, app.http and the ingestion pipeline.
 """
 
 from __future__ import annotations
@@ -15,14 +15,19 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import anyio
-from litestar.exceptions import PermissionDeniedException
 
 from app.core.collections import COLLECTION_NAME_PATTERN
-from app.core.errors import ConfigurationError, InvalidFieldError, NotFoundError
+from app.core.errors import (
+    ConfigurationError,
+    ForbiddenError,
+    InvalidFieldError,
+    NotFoundError,
+)
 from app.core.models import CollectionSpec
 from app.core.ports import ImageTextEmbedder, TextEmbedder, VectorCollection, VectorStore
 from app.http.jobs import IngestJobs, JobSource, new_job_id
@@ -67,27 +72,27 @@ class AllowedRoots:
                 "MMRAG_HTTP__INGEST_ROOTS to the folders it may ingest from, or upload the files "
                 f"(multipart '{FILES_FIELD}')"
             )
-            raise PermissionDeniedException(msg)
+            raise ForbiddenError(msg)
         written = Path(os.path.normpath(given))
         if not any(written.is_relative_to(r) for r in (*self._written, *self._resolved)):
             msg = (
                 f"{where} {given!r} is outside the folders this service may ingest from "
                 "(MMRAG_HTTP__INGEST_ROOTS)"
             )
-            raise PermissionDeniedException(msg)
+            raise ForbiddenError(msg)
         try:
             resolved = Path(given).resolve(strict=True)
         except (FileNotFoundError, NotADirectoryError) as exc:
             raise NotFoundError(f"{where} {given!r} does not exist on the server") from exc
         except (OSError, RuntimeError, ValueError) as exc:  # a loop of links, a NUL byte…
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-            raise PermissionDeniedException(f"{where} {given!r} cannot be read: {reason}") from exc
+            raise ForbiddenError(f"{where} {given!r} cannot be read: {reason}") from exc
         if not self.contains(resolved):
             msg = (
                 f"{where} {given!r} leads outside the folders this service may ingest from "
                 "through a symbolic link; refused"
             )
-            raise PermissionDeniedException(msg)
+            raise ForbiddenError(msg)
         return resolved
 
 
@@ -119,7 +124,9 @@ class PipelineRunner:
         self._batch = write_batch_assets
         self._require_index_settings = require_index_settings
 
-    def __call__(self, job: JobOut, source: JobSource, progress: ProgressSink) -> IngestReport:
+    def __call__(
+        self, job: JobOut, source: JobSource, progress: ProgressSink, stop: threading.Event
+    ) -> IngestReport:
         paths = tuple(Path(p) for p in source.paths)
         exclude: tuple[Path, ...] = ()
         if job.kind is JobKind.PATHS:
@@ -143,7 +150,8 @@ class PipelineRunner:
         pipeline = IngestionPipeline(
             collection, self._clip, self._text, options, write_batch_assets=self._batch
         )
-        report = pipeline.run(IngestRequest(paths=paths, sync=job.sync, exclude=exclude), progress)
+        request = IngestRequest(paths=paths, sync=job.sync, exclude=exclude)
+        report = pipeline.run(request, progress, stop=stop)
         report.warnings.extend(notices)
         return report
 

@@ -9,7 +9,7 @@ polls it.
 A job left queued, running or interrupted by a previous process is queued again when the
 service starts, and its record counts the resumption: ingestion is idempotent (deterministic
 ids; unchanged files are skipped; a half-written asset is repaired), so running it again
-finishes it without duplicates. When the service stops, the running job stops at its next file
+finishes it without duplicates. When the service stops, the running job stops after the batch it is writing
 (``interrupted``) and the queued ones stay queued.
 
 What a job reads is recorded as server paths (``JobSource``); what clients see (``JobOut``)
@@ -57,16 +57,15 @@ class JobRecord(msgspec.Struct, kw_only=True, frozen=True):
 
 
 class JobRunner(Protocol):
-    """Runs a job's ingestion, reporting progress to ``progress``. Raises MMRagError when the
-    job cannot run at all (its message is the job's ``error``)."""
+    """Runs a job's ingestion, reporting progress to ``progress`` and ending early once
+    ``stop`` is set (the report says so). Raises MMRagError when the job cannot run at all
+    (its message is the job's ``error``)."""
 
-    def __call__(self, job: JobOut, source: JobSource, progress: ProgressSink) -> IngestReport:
+    def __call__(
+        self, job: JobOut, source: JobSource, progress: ProgressSink, stop: threading.Event
+    ) -> IngestReport:
         """The report of the run."""
         ...
-
-
-class JobInterrupted(Exception):  # noqa: N818 - a signal between two threads, not a failure
-    """The service is stopping: raised by the progress sink, the job stops at its next file."""
 
 
 def new_job_id() -> str:
@@ -121,7 +120,7 @@ class IngestJobs:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop the running job at its next file and wait for the worker (blocks)."""
+        """Stop the running job after the batch it is writing, and wait for the worker (blocks)."""
         self._stopping.set()
         self._queue.put(None)
         if self._thread is not None:
@@ -188,12 +187,8 @@ class IngestJobs:
         )
         shown = _Shown(record.source)
         try:
-            progress = _Progress(partial(self._update, job_id), self._stopping)
-            report = self._run(record.job, record.source, progress)
-        except JobInterrupted:
-            log.info("ingest job %s interrupted; it resumes when the service starts", job_id)
-            self._update(job_id, status=JobStatus.INTERRUPTED, current_file=None)
-            return
+            progress = _Progress(partial(self._update, job_id))
+            report = self._run(record.job, record.source, progress, self._stopping)
         except MMRagError as exc:
             log.warning("ingest job %s could not run: %s", job_id, exc)
             self._finish(job_id, JobStatus.FAILED, error=shown.text(str(exc)))
@@ -201,6 +196,10 @@ class IngestJobs:
         except Exception:  # a bug: logged whole, the job marked failed, the worker lives on
             log.exception("ingest job %s failed", job_id)
             self._finish(job_id, JobStatus.FAILED, error="internal error; see the service log")
+            return
+        if report.stopped:
+            log.info("ingest job %s interrupted; it resumes when the service starts", job_id)
+            self._update(job_id, status=JobStatus.INTERRUPTED, current_file=None)
             return
         self._finish(
             job_id,
@@ -250,30 +249,23 @@ class IngestJobs:
 
 
 class _Progress:
-    """The pipeline's progress, into the job's record; it stops the job when the service stops.
+    """The pipeline's progress, into the job's record.
 
     The pipeline reports from two threads (a file that fails to read is reported by its reader
     thread), hence the lock around the count."""
 
-    def __init__(self, update: Callable[..., object], stopping: threading.Event) -> None:
+    def __init__(self, update: Callable[..., object]) -> None:
         self._update = update
-        self._stopping = stopping
         self._done = 0
         self._lock = threading.Lock()
 
     def start(self, total: int) -> None:
         self._update(files_total=total)
-        self._check()
 
     def advance(self, done: int, description: str) -> None:
         with self._lock:
             self._done += done
             self._update(files_done=self._done, current_file=description)
-        self._check()
-
-    def _check(self) -> None:
-        if self._stopping.is_set():
-            raise JobInterrupted
 
 
 class _Shown:
@@ -300,7 +292,6 @@ class _Shown:
 
 __all__ = [
     "IngestJobs",
-    "JobInterrupted",
     "JobRecord",
     "JobRunner",
     "JobSource",

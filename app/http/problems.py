@@ -29,6 +29,7 @@ _STATUS: tuple[tuple[type[e.MMRagError], int, str], ...] = (
     (e.PayloadTooLargeError, 413, "payload-too-large"),
     (e.RangeNotSatisfiableError, 416, "range-not-satisfiable"),
     (e.InputError, 400, "bad-request"),
+    (e.ForbiddenError, 403, "forbidden"),
     (e.CollectionNotFoundError, 404, "collection-not-found"),
     (e.AssetNotFoundError, 404, "asset-not-found"),
     (e.NotFoundError, 404, "not-found"),

@@ -75,7 +75,6 @@ CUTOFFS = (1, 5, 10)
 NDCG_AT = 10
 FIDELITY_AT = 10
 OVERSAMPLING_SWEEP = (1.0, 2.0, 4.0, 8.0)
-QUERY_IMAGE_SIDE = 448  # as the service decodes query images (app.http.service)
 MAX_QUERY_IMAGE_PIXELS = 100_000_000
 REPORT_VERSION = 1
 ALL = "all"
@@ -306,7 +305,7 @@ def load_image(path: Path, *, max_pixels: int = MAX_QUERY_IMAGE_PIXELS) -> Image
         data = path.read_bytes()
     except OSError as exc:
         raise InputError(f"cannot read query image {path}: {exc}") from exc
-    return decode_query_image(data, max_pixels=max_pixels, min_side=QUERY_IMAGE_SIDE)
+    return decode_query_image(data, max_pixels=max_pixels)  # as the service decodes them
 
 
 # --------------------------------------------------------------------------- timing proxies

@@ -9,8 +9,8 @@ polls it.
 A job left queued, running or interrupted by a previous process is queued again when the
 service starts, and its record counts the resumption: ingestion is idempotent (deterministic
 ids; unchanged files are skipped; a half-written asset is repaired), so running it again
-finishes it without duplicates. When the service stops, the running job stops after the batch it is writing
-(``interrupted``) and the queued ones stay queued.
+finishes it without duplicates. When the service stops, the running job stops after the batch
+it is writing (``interrupted``) and the queued ones stay queued.
 
 What a job reads is recorded as server paths (``JobSource``); what clients see (``JobOut``)
 names library paths only, as hits do. May import app.core, app.http.schemas and the ingestion

@@ -124,8 +124,14 @@ def serve() -> int:
         if store is not None:
             store.close()
         return EXIT_CANNOT_RUN
+    # The app logs (its format, its request ids, its own access line): uvicorn adds none.
     config = uvicorn.Config(
-        app, log_level=settings.log_level.lower(), lifespan="on", timeout_graceful_shutdown=10
+        app,
+        log_level=settings.log_level.lower(),
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=10,
     )
     server = uvicorn.Server(config)
     print(f"serving on http://{settings.http.host}:{settings.http.port}", file=sys.stderr)

@@ -6,6 +6,7 @@ Every value can be set by environment variable (prefix ``MMRAG_``, nested with `
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Literal
@@ -347,6 +348,9 @@ class IngestionSettings(BaseModel):
 
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+DEFAULT_RATE_LIMIT_PER_MINUTE = 600
+# scheme://host[:port]: what a browser sends as Origin ("*" may stand for any part).
+_ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s?#]+")
 
 
 class HttpSettings(BaseModel):
@@ -369,10 +373,14 @@ class HttpSettings(BaseModel):
         default=2, ge=1, le=64, description="Query images decoded at once (bounds memory)."
     )
     worker_threads: int = Field(
-        default=4,
+        default=16,
         ge=1,
         le=64,
-        description="Concurrent model/engine calls off the event loop.",
+        description=(
+            "Requests worked on at once off the event loop (search, answers). Their query "
+            "encodings share model batches, so more threads mean bigger batches, not more "
+            "model calls: 16 gave 20 concurrent clients 2.8x the throughput of 4 (bench/load.py)."
+        ),
     )
     ingest_roots: Annotated[tuple[Path, ...], NoDecode] = Field(
         default=(),
@@ -393,6 +401,45 @@ class HttpSettings(BaseModel):
         ),
     )
     debug: bool = False
+    rate_limit_per_minute: int | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "Requests a minute each API key may make (each client address, for requests without "
+            "a valid key); over it: 429 with Retry-After. 0: off. Unset: off while the service "
+            "listens on loopback only (every local client shares one address, and a load test "
+            f"there would trip any limit), {DEFAULT_RATE_LIMIT_PER_MINUTE} beyond it. Counted "
+            "per process, in fixed one-minute windows. Behind a reverse proxy the client address "
+            "is the proxy's unless the server is told to trust its forwarded headers."
+        ),
+    )
+    rate_limit_exempt: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=("/health", "/ready", "/metrics", "/", "/static"),
+        description=(
+            "Paths never rate-limited (comma-separated): each one and every path below it "
+            "('/static' covers '/static/app.js'; '/' covers only the page itself)."
+        ),
+    )
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description=(
+            "Web origins (scheme://host[:port], comma-separated; '*' in a part matches anything, "
+            "a lone '*' every origin) whose pages may call the API from a browser. None (the "
+            "default): no CORS headers at all, so browsers keep other sites' pages out."
+        ),
+    )
+    metrics_public: bool = Field(
+        default=False,
+        description=(
+            "Serve /metrics without an API key. Off: a scraper sends a key like any client "
+            "(Prometheus: `authorization: {credentials: KEY}`). The metrics hold route names, "
+            "timings, counts and collection sizes, never content."
+        ),
+    )
+    access_log: bool = Field(
+        default=True,
+        description="One log line per request: method, route, status, time and request id.",
+    )
 
     @field_validator("ingest_roots", mode="before")
     @classmethod
@@ -401,11 +448,32 @@ class HttpSettings(BaseModel):
             return tuple(Path(p.strip()) for p in value.split(",") if p.strip())
         return value
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "rate_limit_exempt", "cors_origins", mode="before")
     @classmethod
-    def _split_keys(cls, value: object) -> object:
+    def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(k.strip() for k in value.split(",") if k.strip())
+        return value
+
+    @field_validator("rate_limit_exempt")
+    @classmethod
+    def _paths(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for path in value:
+            if not path.startswith("/"):
+                msg = f"http.rate_limit_exempt: {path!r} is not a path (it must start with '/')"
+                raise ValueError(msg)
+        return tuple(p if p == "/" else p.rstrip("/") for p in value)
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for origin in value:
+            if origin != "*" and not _ORIGIN.fullmatch(origin):
+                msg = (
+                    f"http.cors_origins: {origin!r} is not an origin: scheme://host[:port], "
+                    "no path and no trailing '/' (e.g. https://app.example.com)"
+                )
+                raise ValueError(msg)
         return value
 
     @field_validator("api_keys")
@@ -419,6 +487,13 @@ class HttpSettings(BaseModel):
     @property
     def loopback_only(self) -> bool:
         return self.host in LOOPBACK_HOSTS or self.host.startswith("127.")
+
+    @property
+    def requests_per_minute(self) -> int:
+        """The rate limit in force (0: none): ``rate_limit_per_minute``, or its default."""
+        if self.rate_limit_per_minute is not None:
+            return self.rate_limit_per_minute
+        return 0 if self.loopback_only else DEFAULT_RATE_LIMIT_PER_MINUTE
 
 
 class Settings(BaseSettings):
@@ -435,6 +510,13 @@ class Settings(BaseSettings):
     prompts_dir: Path = Field(default_factory=_default_prompts_dir)
     prompt_version: str = Field(default="v2", pattern=r"^[A-Za-z0-9_.-]+$")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description=(
+            "'text': readable lines; 'json': one JSON object a line (time, level, logger, "
+            "message, request_id and the line's own fields), for a log collector."
+        ),
+    )
 
     clip: ClipSettings = ClipSettings()
     text: TextModelSettings = TextModelSettings()

@@ -33,7 +33,7 @@ from app.core.ports import (
 )
 from app.core.prompts import load_prompts
 from app.core.qa import Offload, QuestionAnswering
-from app.core.retrieval import RetrievalOptions, Retriever
+from app.core.retrieval import UNTIMED, RetrievalOptions, Retriever, StageTimer
 from app.settings import Settings, StoreSettings
 
 log = logging.getLogger(__name__)
@@ -227,8 +227,14 @@ def retrieval_options(settings: Settings) -> RetrievalOptions:
     )
 
 
-def build_retriever(settings: Settings, clip: ImageTextEmbedder, text: TextEmbedder) -> Retriever:
-    return Retriever(clip, text, retrieval_options(settings))
+def build_retriever(
+    settings: Settings,
+    clip: ImageTextEmbedder,
+    text: TextEmbedder,
+    *,
+    timer: StageTimer = UNTIMED,
+) -> Retriever:
+    return Retriever(clip, text, retrieval_options(settings), timer=timer)
 
 
 def build_qa(

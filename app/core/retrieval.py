@@ -11,14 +11,19 @@ the best videos, and the segments of those videos join the candidates of the mai
 they are scored like every other segment. Hits are grouped by asset (best segment each) and
 marked relevant or not from their per-signal scores, so "nothing relevant" can be said
 honestly.
+
+How long each stage takes (encoding the query, the engine's search) goes to a ``StageTimer``
+the caller may give (the service's metrics); by default nobody is told.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from app.core.models import (
     FloatVector,
@@ -44,6 +49,27 @@ _MAX_FETCH = 400
 class QueryKind(StrEnum):
     TEXT = "text"
     IMAGE = "image"
+
+
+class Stage(StrEnum):
+    """The timed stages of one search."""
+
+    ENCODE = "encode"  # the query through the model(s): both text towers, or CLIP's image tower
+    SEARCH = "search"  # the engine: the coarse video query and the fused one
+
+
+class StageTimer(Protocol):
+    """Told how long each stage of a search took, in seconds (a metrics histogram)."""
+
+    def observe(self, stage: Stage, seconds: float) -> None: ...
+
+
+class _Untimed:
+    def observe(self, stage: Stage, seconds: float) -> None:
+        del stage, seconds
+
+
+UNTIMED: StageTimer = _Untimed()
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,11 +120,24 @@ class Retrieval:
 
 class Retriever:
     def __init__(
-        self, clip: ImageTextEmbedder, text: TextEmbedder, options: RetrievalOptions
+        self,
+        clip: ImageTextEmbedder,
+        text: TextEmbedder,
+        options: RetrievalOptions,
+        *,
+        timer: StageTimer = UNTIMED,
     ) -> None:
         self._clip = clip
         self._text = text
         self._options = options
+        self._timer = timer
+
+    @contextmanager
+    def _timed(self, stage: Stage) -> Iterator[None]:
+        """Time the block; a stage that raises is not observed (its error is what counts)."""
+        started = time.perf_counter()
+        yield
+        self._timer.observe(stage, time.perf_counter() - started)
 
     def tuning_for(self, collection: VectorCollection) -> SearchTuning:
         """The query-time knobs searches of ``collection`` carry."""
@@ -115,9 +154,12 @@ class Retriever:
         tuning: SearchTuning | None = None,
     ) -> Retrieval:
         """``exact`` and ``tuning`` override the search knobs in effect (evaluation)."""
-        vectors: dict[Signal, FloatVector] = {Signal.TEXT: self._text.embed_texts([question])[0]}
-        if collection.spec.clip.aligned:
-            vectors[Signal.CLIP] = self._clip.embed_texts([question])[0]
+        with self._timed(Stage.ENCODE):
+            vectors: dict[Signal, FloatVector] = {
+                Signal.TEXT: self._text.embed_texts([question])[0]
+            }
+            if collection.spec.clip.aligned:
+                vectors[Signal.CLIP] = self._clip.embed_texts([question])[0]
         return self._run(
             collection,
             QueryKind.TEXT,
@@ -140,7 +182,8 @@ class Retriever:
         tuning: SearchTuning | None = None,
     ) -> Retrieval:
         """``exact`` and ``tuning`` override the search knobs in effect (evaluation)."""
-        vectors = {Signal.CLIP: self._clip.embed_images([image])[0]}
+        with self._timed(Stage.ENCODE):
+            vectors = {Signal.CLIP: self._clip.embed_images([image])[0]}
         return self._run(
             collection, QueryKind.IMAGE, vectors, top_k, filters, exact=exact, tuning=tuning
         )
@@ -164,21 +207,22 @@ class Retriever:
 
         # Coarse: the best whole videos. Fine: their segments join the candidates of the one
         # query below and compete, scored alike, with every other segment.
-        videos = self._coarse_videos(collection, vectors, filters, exact=exact, tuning=tuning)
-        found = collection.search(
-            VectorQuery(
-                vectors=vectors,
-                limit=min(top_k * _GROUPING_OVERFETCH, _MAX_FETCH),
-                filters=fine,
-                candidates_per_signal=o.candidates_per_signal,
-                fusion=o.fusion,
-                rrf_k=o.rrf_k,
-                keywords=keywords,
-                focus_assets=tuple(dict.fromkeys(v.segment.asset.asset_id for v in videos)),
-                exact=exact,
-                tuning=tuning,
+        with self._timed(Stage.SEARCH):
+            videos = self._coarse_videos(collection, vectors, filters, exact=exact, tuning=tuning)
+            found = collection.search(
+                VectorQuery(
+                    vectors=vectors,
+                    limit=min(top_k * _GROUPING_OVERFETCH, _MAX_FETCH),
+                    filters=fine,
+                    candidates_per_signal=o.candidates_per_signal,
+                    fusion=o.fusion,
+                    rrf_k=o.rrf_k,
+                    keywords=keywords,
+                    focus_assets=tuple(dict.fromkeys(v.segment.asset.asset_id for v in videos)),
+                    exact=exact,
+                    tuning=tuning,
+                )
             )
-        )
         hits = best_per_asset(found, top_k)
         options = o.with_thresholds(collection.tuning.thresholds)
         signals = [s for s in Signal if s in vectors]

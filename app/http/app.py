@@ -20,6 +20,7 @@ from litestar import Litestar, Router
 from litestar.datastructures import State
 from litestar.di import Provide
 
+from app.adapters.batching import BatchingImageTextEmbedder, BatchingTextEmbedder
 from app.core.errors import ConfigurationError
 from app.core.models import CollectionSpec
 from app.core.ports import (
@@ -31,7 +32,7 @@ from app.core.ports import (
     VectorStore,
 )
 from app.core.prompts import load_prompts
-from app.http.auth import ApiKeyMiddleware
+from app.http import ops
 from app.http.chat import ChatController, OpenAIController
 from app.http.controllers import (
     AssetController,
@@ -46,7 +47,9 @@ from app.http.controllers import (
 )
 from app.http.ingest import AllowedRoots, IngestService, PipelineRunner, ReadSetup
 from app.http.jobs import IngestJobs
+from app.http.metrics import CountedJobRunner, Metrics, TimedLanguageModel, metrics_route
 from app.http.openapi import openapi_config
+from app.http.page import page_router
 from app.http.problems import EXCEPTION_HANDLERS
 from app.http.service import DataFiles, Offload, QueryLimits, QueryService
 from app.http.uploads import UploadLimits
@@ -107,6 +110,7 @@ def create_app(
     """The app; ``models`` and ``store`` already built are taken over (closed at shutdown)."""
     check_exposure(settings)
     load_prompts(settings.prompts_dir, settings.prompt_version)  # refuse to start on a bad one
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -119,8 +123,8 @@ def create_app(
             llm = build_llm(settings, transport=llm_transport)
             if llm is not None:
                 stack.push_async_callback(llm.aclose)
-            service = query_service(settings, loaded, opened, llm)
-            ingest = ingest_service(settings, loaded, opened)
+            service = query_service(settings, loaded, opened, llm, metrics=metrics)
+            ingest = ingest_service(settings, loaded, opened, metrics=metrics)
             await anyio.to_thread.run_sync(ingest.start)
             # Stopped before the store closes: the running job stops at its next file.
             stack.push_async_callback(anyio.to_thread.run_sync, ingest.stop)
@@ -138,7 +142,6 @@ def create_app(
             finally:
                 app.state.service = app.state.ingest = None
 
-    keys = [k.get_secret_value() for k in settings.http.api_keys]
     # Uploads to ingest have a body limit of their own, far above a query image's.
     uploads = Router(
         "/",
@@ -157,6 +160,8 @@ def create_app(
             JobController,
             health,
             ready,
+            page_router(),
+            metrics_route(metrics),
         ],
         dependencies={
             "service": Provide(provide_service, sync_to_thread=False),
@@ -164,7 +169,10 @@ def create_app(
         },
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=[lifespan],
-        middleware=[ApiKeyMiddleware(keys)] if keys else [],
+        middleware=ops.middleware(settings.http, metrics),
+        before_send=[ops.send_request_id],
+        cors_config=ops.cors(settings.http),
+        logging_config=ops.logging_config(settings),
         openapi_config=openapi_config(settings),
         request_max_body_size=settings.http.max_upload_bytes + _BODY_SLACK,
         state=State({"max_upload_bytes": settings.http.max_upload_bytes}),
@@ -183,10 +191,25 @@ def spec_factory(settings: Settings, models: Models) -> Callable[[str], Collecti
 
 
 def query_service(
-    settings: Settings, models: Models, store: VectorStore, llm: LanguageModel | None
+    settings: Settings,
+    models: Models,
+    store: VectorStore,
+    llm: LanguageModel | None,
+    *,
+    metrics: Metrics,
 ) -> QueryService:
-    """The search and answer service, with everything it uses built here from settings."""
-    retriever = build_retriever(settings, models.clip, models.text)
+    """The search and answer service, with everything it uses built here from settings; its
+    stages (encoding, search, the model's answers) are timed into ``metrics``."""
+    if llm is not None:
+        llm = TimedLanguageModel(llm, metrics)
+    # Queries arriving together are encoded in one model batch (ingestion jobs keep the bare
+    # models: their batches are already full).
+    retriever = build_retriever(
+        settings,
+        BatchingImageTextEmbedder(models.clip),
+        BatchingTextEmbedder(models.text),
+        timer=metrics,
+    )
     offload = Offload(settings.http.worker_threads)
     files = DataFiles(
         settings.data_dir,
@@ -212,8 +235,11 @@ def query_service(
     )
 
 
-def ingest_service(settings: Settings, models: Models, store: VectorStore) -> IngestService:
-    """Ingestion through the service: jobs run with its models and its open store."""
+def ingest_service(
+    settings: Settings, models: Models, store: VectorStore, *, metrics: Metrics
+) -> IngestService:
+    """Ingestion through the service: jobs run with its models and its open store (and are
+    counted in ``metrics``)."""
     roots = AllowedRoots(settings.http.ingest_roots)
     runner = PipelineRunner(
         store=store,
@@ -227,7 +253,7 @@ def ingest_service(settings: Settings, models: Models, store: VectorStore) -> In
         require_index_settings=settings.quantization.index_settings_explicit,
     )
     return IngestService(
-        IngestJobs(settings.data_dir / JOBS, runner),
+        IngestJobs(settings.data_dir / JOBS, CountedJobRunner(runner, metrics)),
         uploads_dir=settings.data_dir / UPLOADS,
         roots=roots,
         limits=UploadLimits(settings.http.max_ingest_files, settings.http.max_ingest_bytes),

@@ -1,7 +1,8 @@
 """Every error becomes an RFC 9457 problem-details response, mapped here and only here.
 
 The body is always a ``ProblemDetails`` (app/http/schemas.py), the same type the OpenAPI
-document names for every error response (app/http/openapi.py), so the two cannot drift.
+document names for every error response (app/http/openapi.py), so the two cannot drift, plus
+the ``request_id`` a user can quote (the one in the ``X-Request-ID`` header, app/http/ops.py).
 """
 
 from __future__ import annotations
@@ -12,15 +13,18 @@ from http import HTTPStatus
 from typing import Any
 
 from litestar import Request, Response
-from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions import HTTPException, TooManyRequestsException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from app.core import errors as e
+from app.http.ops import request_id
 from app.http.schemas import ProblemDetails
 
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
+_RETRY_AFTER_FALLBACK_S = 60  # a 429 whose window end is unknown: the limit is per minute
+
 
 # Most specific first: the first isinstance match wins.
 _STATUS: tuple[tuple[type[e.MMRagError], int, str], ...] = (
@@ -72,6 +76,7 @@ def problem(
         instance=request.url.path,
         field=field,
         errors=errors or None,
+        request_id=request_id(request.scope),
     )
     return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
@@ -120,6 +125,10 @@ def http_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Respo
         field = keys[0] if len(keys) == 1 else None
     detail = exc.detail if status != 500 else "internal error"  # 503 etc. are ours
     slug = None
+    headers = exc.headers
+    if isinstance(exc, TooManyRequestsException):
+        detail, headers = _rate_limited(exc.headers or {})
+        slug = "rate-limited"
     if status == 413:
         # A route with a limit of its own (uploads to ingest) names it in ``opt``.
         limit = request.route_handler.opt.get("body_limit") or request.app.state.get(
@@ -129,9 +138,22 @@ def http_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Respo
         slug = "payload-too-large"
     if status >= 500:
         log.error("%s %s: %s", request.method, request.url.path, exc.detail)
-    return problem(
-        request, status, detail, slug=slug, field=field, errors=errors, headers=exc.headers
+    return problem(request, status, detail, slug=slug, field=field, errors=errors, headers=headers)
+
+
+def _rate_limited(headers: dict[str, str]) -> tuple[str, dict[str, str]]:
+    """The detail and headers of a 429 from the rate-limit middleware: its ``RateLimit-*``
+    headers say the limit and when the window ends, which ``Retry-After`` repeats."""
+    try:
+        retry = max(1, int(headers.get("RateLimit-Reset", "")))
+    except ValueError:
+        retry = _RETRY_AFTER_FALLBACK_S
+    limit = headers.get("RateLimit-Limit", "?")
+    detail = (
+        f"too many requests: at most {limit} a minute per API key (per client address without "
+        f"one; http.rate_limit_per_minute); retry in {retry} s"
     )
+    return detail, {**headers, "Retry-After": str(retry)}
 
 
 def _is_field_error(item: dict[str, Any]) -> bool:

@@ -538,3 +538,12 @@ class ProblemDetails(Struct, kw_only=True, omit_defaults=True):
         Annotated[list[dict[str, Any]], Meta(description="Each parameter that failed validation.")]
         | None
     ) = None
+    request_id: (
+        Annotated[
+            str,
+            Meta(
+                description="The request's id (its X-Request-ID header): quote it when reporting."
+            ),
+        ]
+        | None
+    ) = None

@@ -331,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
             say("ingestion reported failures (see above)")
             return 1
 
-    say(f"\n== 4. service on http://127.0.0.1:{port} (OpenAPI at /schema)")
+    say(f"\n== 4. service on http://127.0.0.1:{port} (the chat page at /, OpenAPI at /schema)")
     proc = subprocess.Popen([sys.executable, "-m", "app"], env=env)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -357,7 +357,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     say(
         f"\nservice stopped. The data stays in {data_dir}; to explore it:\n"
-        f"  make serve-demo      (the settings are in {workdir / DEMO_ENV})"
+        f"  make serve-demo      (the settings are in {workdir / DEMO_ENV})\n"
+        "  then open http://127.0.0.1:8000/ in a browser: the chat page, on this library"
     )
     return 0
 

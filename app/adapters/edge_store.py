@@ -663,18 +663,30 @@ class EdgeVectorStore:
         self._open: dict[str, EdgeCollection] = {}
         self._held: dict[str, qe.EdgeShard] = {}  # opened by hold(), before models are known
         self._lock = threading.Lock()
+        self._aliases_cache: tuple[tuple[int, int, int], dict[str, str]] | None = None
 
     def _aliases(self) -> dict[str, str]:
-        """``aliases.json``: name -> physical collection (a folder), written by re-indexing."""
+        """``aliases.json``: name -> physical collection (a folder), written by re-indexing.
+
+        Every open of a collection by name reads it (a ``reindex`` in another process switches
+        names), so it is parsed again only when the file changed: one stat a request."""
         file = self._root / _ALIASES_FILE
-        if not file.is_file():
+        try:
+            st = file.stat()
+        except FileNotFoundError:
             return {}
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        cached = self._aliases_cache
+        if cached is not None and cached[0] == stamp:
+            return dict(cached[1])
         try:
             data = json.loads(file.read_text())
         except ValueError as exc:
             msg = f"{file} is unreadable ({exc}); fix it or delete it (names then mean folders)"
             raise CollectionMismatchError(msg) from exc
-        return {str(k): str(v) for k, v in data.items()}
+        aliases = {str(k): str(v) for k, v in data.items()}
+        self._aliases_cache = (stamp, aliases)
+        return dict(aliases)
 
     def resolve(self, name: str) -> str:
         return self._aliases().get(validate_collection_name(name), name)
